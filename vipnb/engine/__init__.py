@@ -1,0 +1,7 @@
+"""Training: recipes, the trainer, checkpoints and run directories."""
+
+from vipnb.engine.recipe import Recipe, load_recipe
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import train
+
+__all__ = ["Recipe", "RunDir", "load_recipe", "train"]
