@@ -1,0 +1,107 @@
+"""Training and evaluation transforms applied to whole uint8 batches as tensor ops.
+
+The per-image PIL pipeline of torchvision/timm (RandomResizedCrop, RandomHorizontalFlip,
+Normalize) is reproduced batch-wide on the device that trains: crops are sampled with
+torchvision's algorithm and cut out and resized in one `torchvision.ops.roi_align` call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import roi_align
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    input_size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, height, width = batch.shape
+        boxes = random_resized_crop_boxes(n, height, width, self.scale, self.ratio, generator)
+        images = crop_and_resize(batch, boxes.to(batch.device), self.input_size)
+        flip = torch.rand(n, generator=generator) < self.hflip
+        images = torch.where(flip.to(batch.device).view(n, 1, 1, 1), images.flip(-1), images)
+        return normalize(images, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Center crop of `crop_pct` of the cached image, resized to `input_size`
+    (the "resize 256, center crop 224" of ImageNet evaluation is crop_pct 0.875)."""
+
+    input_size: int
+    crop_pct: float = 1.0
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = batch.shape
+        if self.crop_pct == 1.0 and height == width == self.input_size:
+            images = batch.float()
+        else:
+            h, w = height * self.crop_pct, width * self.crop_pct
+            box = torch.tensor([(width - w) / 2, (height - h) / 2, (width + w) / 2,
+                                (height + h) / 2])
+            images = crop_and_resize(batch, box.expand(n, 4).to(batch.device), self.input_size)
+        return normalize(images, self.mean, self.std)
+
+
+def random_resized_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float],
+                              ratio: tuple[float, float],
+                              generator: torch.Generator) -> torch.Tensor:
+    """`n` boxes (x1, y1, x2, y2) drawn as torchvision's RandomResizedCrop draws one:
+    area fraction uniform in `scale`, log-uniform aspect ratio, ten tries, then a
+    center crop clamped to `ratio`."""
+    tries = 10
+    area = height * width
+    target_area = area * torch.empty(n, tries).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                               generator=generator)
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(target_area * aspect).round()
+    h = torch.sqrt(target_area / aspect).round()
+    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
+    # Fallback of torchvision: whole image, clamped to the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    pick = first.clamp(min=0).unsqueeze(1)
+    w = torch.where(first >= 0, w.gather(1, pick).squeeze(1), torch.tensor(float(fw)))
+    h = torch.where(first >= 0, h.gather(1, pick).squeeze(1), torch.tensor(float(fh)))
+    x0 = torch.floor(torch.rand(n, generator=generator) * (width - w + 1))
+    y0 = torch.floor(torch.rand(n, generator=generator) * (height - h + 1))
+    x0 = torch.where(first >= 0, x0, torch.tensor((width - fw) / 2).floor())
+    y0 = torch.where(first >= 0, y0, torch.tensor((height - fh) / 2).floor())
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+def crop_and_resize(batch: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut box i out of image i and resize it to `size`×`size` (bilinear; the adaptive
+    sampling ratio averages over each output cell, so large shrinks do not alias)."""
+    indices = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype).unsqueeze(1)
+    rois = torch.cat([indices, boxes.to(torch.float32)], dim=1)
+    return roi_align(batch.float(), rois, output_size=size, spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]):
+    """uint8-range float images → (x/255 − mean) / std, per channel."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    return (images - mean_t) / std_t
