@@ -1,0 +1,116 @@
+"""Test-time augmentation: score a batch under several views of each image and average.
+
+The views are the ones the papers use at test time: a center crop, its mirror image, five and
+ten crops, and several input scales. Crops come from torchvision's v2 functional transforms,
+which work on batched tensors, so a whole batch is cut at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from vipnb.errors import VipnbError
+
+VIEW_NAMES = ("center", "flip", "five_crop", "ten_crop", "multi_scale:<s1>,<s2>,...")
+REDUCTIONS = ("mean_prob", "mean_logit")
+_MULTI_SCALE_PREFIX = "multi_scale:"
+
+
+def _require_at_least(images: Tensor, crop_size: int, view: str) -> None:
+    height, width = images.shape[-2:]
+    if height < crop_size or width < crop_size:
+        raise VipnbError(
+            f"view {view!r} needs images of at least {crop_size}x{crop_size}, "
+            f"got {height}x{width}; resize the images up or lower crop_size."
+        )
+
+
+def _center(images: Tensor, crop_size: int) -> Tensor:
+    _require_at_least(images, crop_size, "center")
+    if tuple(images.shape[-2:]) == (crop_size, crop_size):
+        return images
+    return F.center_crop(images, [crop_size, crop_size])
+
+
+def _parse_scales(view: str) -> list[int]:
+    text = view[len(_MULTI_SCALE_PREFIX) :]
+    try:
+        scales = [int(size) for size in text.split(",") if size.strip()]
+    except ValueError:
+        scales = []
+    if not scales or min(scales) <= 0:
+        raise VipnbError(
+            f"cannot read the sizes in view {view!r}; write positive integers, "
+            "e.g. 'multi_scale:192,224,256'."
+        )
+    return scales
+
+
+def _views_for(images: Tensor, view: str, crop_size: int) -> list[Tensor]:
+    if view == "center":
+        return [_center(images, crop_size)]
+    if view == "flip":
+        center = _center(images, crop_size)
+        return [center, F.horizontal_flip(center)]
+    if view in ("five_crop", "ten_crop"):
+        _require_at_least(images, crop_size, view)
+        crop = F.five_crop if view == "five_crop" else F.ten_crop
+        return list(crop(images, [crop_size, crop_size]))
+    if view.startswith(_MULTI_SCALE_PREFIX):
+        # The whole image at each scale (shorter side = s): timm models pool globally, so they
+        # accept any input size, and nothing is cut away.
+        return [
+            F.resize(images, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            for size in _parse_scales(view)
+        ]
+    raise VipnbError(f"unknown TTA view {view!r}; valid views: {', '.join(VIEW_NAMES)}.")
+
+
+def tta_views(images: Tensor, views: str | Sequence[str], crop_size: int) -> list[Tensor]:
+    """The views of a normalised batch `[B, C, H, W]`, in order; a list of names is concatenated.
+
+    `"center"` is one view (the batch itself when already `crop_size`), `"flip"` two, `"five_crop"`
+    five, `"ten_crop"` ten (five crops and their mirrors), `"multi_scale:s1,s2"` one per size.
+    """
+    if images.ndim != 4:
+        raise VipnbError(f"TTA expects a batch [B, C, H, W], got shape {tuple(images.shape)}.")
+    names = [views] if isinstance(views, str) else list(views)
+    if not names:
+        raise VipnbError(f"no TTA views given; choose from: {', '.join(VIEW_NAMES)}.")
+    return [view for name in names for view in _views_for(images, name.strip(), crop_size)]
+
+
+def tta_predict(
+    model: nn.Module,
+    images: Tensor,
+    views: str | Sequence[str],
+    crop_size: int,
+    reduce: str = "mean_prob",
+) -> Tensor:
+    """Scores `[B, num_classes]` averaged over the TTA views.
+
+    `"mean_prob"` averages softmax probabilities and returns their log, so the result still
+    works with argmax and softmax like logits; `"mean_logit"` averages the raw logits.
+    The model runs in eval mode under `torch.inference_mode()`; its mode is restored afterwards.
+    """
+    if reduce not in REDUCTIONS:
+        raise VipnbError(f"unknown TTA reduction {reduce!r}; valid: {', '.join(REDUCTIONS)}.")
+    batch_views = tta_views(images, views, crop_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            # float32 so half-precision models average without losing small probabilities.
+            logits = torch.stack([model(view).float() for view in batch_views])
+            if reduce == "mean_logit":
+                return logits.mean(dim=0)
+            # log(mean(softmax)) computed in log space, stable for confident predictions.
+            return torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(len(batch_views))
+    finally:
+        model.train(was_training)
