@@ -1,0 +1,243 @@
+"""Result tables: the paper's number beside ours (mean ± std over seeds), a plain statement of
+whether a difference is inside the noise, and the hard-classes list. Every file carries its
+report header and is written atomically, so a crash never leaves half a table behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vipnb.errors import VipnbError
+from vipnb.report.header import ReportHeader
+
+RESULT_COLUMNS = [
+    "experiment", "paper_top1", "ours_mean", "ours_std", "seeds", "profile", "note",
+    "paper_source",
+]
+HARD_CLASS_COLUMNS = ["rank", "class_index", "class_name", "accuracy", "below_threshold"]
+
+
+@dataclass
+class ResultRow:
+    """One row of a paper's table: top-1 in percent, `ours` holds one value per seed."""
+
+    name: str
+    paper: float | None
+    ours: list[float] = field(default_factory=list)
+    profile: str = ""
+    note: str = ""
+    paper_source: str = ""
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); the std of a single run is 0."""
+    if len(values) == 0:
+        raise VipnbError("mean_std got no values: run at least one seed before reporting.")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance)
+
+
+def results_table(rows: Sequence[ResultRow]) -> list[dict]:
+    """One dict per row; `ours_mean`/`ours_std` are None for a row with no finished seeds."""
+    table = []
+    for row in rows:
+        mean, std = mean_std(row.ours) if row.ours else (None, None)
+        table.append({
+            "experiment": row.name,
+            "paper_top1": row.paper,
+            "ours_mean": mean,
+            "ours_std": std,
+            "seeds": len(row.ours),
+            "profile": row.profile,
+            "note": row.note,
+            "paper_source": row.paper_source,
+        })
+    return table
+
+
+def write_table(
+    rows: Sequence[ResultRow],
+    out_dir: str | os.PathLike,
+    stem: str,
+    header: ReportHeader,
+    title: str | None = None,
+) -> tuple[Path, Path]:
+    """Write `<stem>.csv` (header as `# ` comments) and `<stem>.md`; return both paths."""
+    out_dir = Path(out_dir)
+    table = results_table(rows)
+
+    buffer = io.StringIO()
+    buffer.write(header.as_csv_comment())
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for entry in table:
+        cells = {key: _csv_number(value) for key, value in entry.items()}
+        if entry["paper_top1"] is not None:
+            cells["paper_top1"] = _paper_number(entry["paper_top1"])
+        writer.writerow(cells)
+    csv_path = atomic_write_text(out_dir / f"{stem}.csv", buffer.getvalue())
+
+    lines = [f"# {title}", ""] if title else []
+    lines += [header.as_markdown(), "| experiment | paper top-1 (%) | ours top-1 (%) | profile | note |",
+              "| --- | ---: | ---: | --- | --- |"]
+    for entry in table:
+        cells = [entry["experiment"], _paper_cell(entry), _ours_cell(entry), entry["profile"],
+                 entry["note"]]
+        lines.append("| " + " | ".join(_md_escape(str(cell)) for cell in cells) + " |")
+    md_path = atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict:
+    """Difference of means `mean(a) - mean(b)` in percentage points, with Welch's t-test.
+
+    Returns `difference`, `t`, `df`, `p` (two-sided; None when a side has one seed) and a
+    `verdict` such as `+1.20 pp (p=0.03)` or `+0.30 pp, inside the noise (p=0.41)`.
+    """
+    if not a or not b:
+        raise VipnbError("compare needs at least one value on each side; one of them is empty.")
+    mean_a, std_a = mean_std(a)
+    mean_b, std_b = mean_std(b)
+    difference = mean_a - mean_b
+    result = {"difference": difference, "t": None, "df": None, "p": None}
+    if len(a) < 2 or len(b) < 2:
+        result["verdict"] = f"{difference:+.2f} pp, single run, no spread"
+        return result
+
+    var_a, var_b = std_a**2 / len(a), std_b**2 / len(b)
+    standard_error = math.sqrt(var_a + var_b)
+    if standard_error == 0.0:
+        # Every seed gave the same number on both sides: any difference is exact, none is noise.
+        t, df, p = (0.0, float(len(a) + len(b) - 2), 1.0) if difference == 0 else (
+            math.copysign(math.inf, difference), float(len(a) + len(b) - 2), 0.0)
+    else:
+        t = difference / standard_error
+        # Welch–Satterthwaite degrees of freedom.
+        df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+        p = student_t_two_sided_p(t, df)
+    result.update(t=t, df=df, p=p)
+    noise = "" if p < alpha else ", inside the noise"
+    result["verdict"] = f"{difference:+.2f} pp{noise} ({format_p(p)})"
+    return result
+
+
+def format_p(p: float) -> str:
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t²)}(df/2, 1/2)."""
+    if math.isinf(t):
+        return 0.0
+    return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
+
+
+def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) by Lentz's continued fraction (Numerical Recipes §6.4); scipy is optional."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must lie in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    # The continued fraction converges fast only for x < (a+1)/(a+b+2); use the symmetry otherwise.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_continued_fraction(x, a, b) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(1.0 - x, b, a) / b
+
+
+def _beta_continued_fraction(x: float, a: float, b: float) -> float:
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < eps:
+            break
+    return fraction
+
+
+def write_hard_classes(
+    hard: Sequence[dict], out_path: str | os.PathLike, header: ReportHeader
+) -> Path:
+    """CSV of the hardest classes: rank, class_index, class_name, accuracy, below_threshold."""
+    buffer = io.StringIO()
+    buffer.write(header.as_csv_comment())
+    writer = csv.DictWriter(buffer, fieldnames=HARD_CLASS_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for position, item in enumerate(hard):
+        missing = [key for key in HARD_CLASS_COLUMNS if key not in item]
+        if missing:
+            raise VipnbError(
+                f"hard-class entry {position} lacks {', '.join(missing)}; each entry needs "
+                f"the keys {', '.join(HARD_CLASS_COLUMNS)}."
+            )
+        writer.writerow({key: _csv_number(item[key], digits=4) for key in HARD_CLASS_COLUMNS})
+    return atomic_write_text(Path(out_path), buffer.getvalue())
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _csv_number(value: object, digits: int = 2) -> object:
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{value:.{digits}f}"
+    return "" if value is None else value
+
+
+def _paper_number(value: float) -> str:
+    """Two decimals, or three when the paper quotes three (75.178 must not become 75.18)."""
+    text = f"{value:.3f}"
+    return text[:-1] if text.endswith("0") else text
+
+
+def _paper_cell(entry: dict) -> str:
+    if entry["paper_top1"] is None:
+        return "—"
+    source = f" ({entry['paper_source']})" if entry["paper_source"] else ""
+    return f"{_paper_number(entry['paper_top1'])}{source}"
+
+
+def _ours_cell(entry: dict) -> str:
+    if entry["ours_mean"] is None:
+        return "not run"
+    if entry["seeds"] == 1:
+        return f"{entry['ours_mean']:.2f} (n=1, no spread)"
+    return f"{entry['ours_mean']:.2f} ± {entry['ours_std']:.2f} (n={entry['seeds']})"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
