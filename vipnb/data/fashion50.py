@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from vipnb.data.idx import read_idx
-from vipnb.data.layout import write_class_list, write_labels_csv
+from vipnb.data.layout import write_class_list
 from vipnb.errors import VipnbError
+from vipnb.eval.submission import write_labels_csv
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "VIPNB_FASHION_MNIST"

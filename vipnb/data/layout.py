@@ -10,8 +10,6 @@ wnids equals timm's `imagenet_synsets.txt` order.
 
 from __future__ import annotations
 
-import csv
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from vipnb.errors import VipnbError
+from vipnb.eval.submission import read_labels_csv
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-LABELS_HEADER = ("Image IDs", "Labels")
 SPLITS = ("train", "val", "test")
 
 
@@ -102,46 +100,6 @@ def _scan_test(root: Path, classes: list[str]) -> ImageList:
 def _test_order(path: Path) -> tuple[int, str]:
     match = re.fullmatch(r"img_(\d+)", path.stem)
     return (int(match.group(1)) if match else 1 << 62, path.name)
-
-
-def read_labels_csv(path: str | Path) -> dict[str, int]:
-    """`Image IDs,<labels>` CSV (ground truth or submission) → {image id: class index}."""
-    path = Path(path)
-    labels: dict[str, int] = {}
-    try:
-        with open(path, newline="") as f:
-            rows = csv.reader(f)
-            next(rows, None)  # header
-            for line_number, row in enumerate(rows, start=2):
-                if not row:
-                    continue
-                try:
-                    image_id, label = row
-                    labels[image_id.strip()] = int(label)
-                except ValueError:
-                    raise VipnbError(
-                        f"{path}, line {line_number}: expected `<image id>,<class index>`, "
-                        f"got {','.join(row)!r}"
-                    ) from None
-    except FileNotFoundError:
-        raise VipnbError(f"labels file not found: {path}") from None
-    return labels
-
-
-def write_labels_csv(path: str | Path, image_ids: list[str], labels: list[int],
-                     header: tuple[str, str] = LABELS_HEADER) -> Path:
-    """Write an `Image IDs,Labels` CSV atomically (the toolkit's ground-truth shape)."""
-    path = Path(path)
-    if len(image_ids) != len(labels):
-        raise VipnbError(f"{path}: {len(image_ids)} image ids but {len(labels)} labels")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(zip(image_ids, (int(x) for x in labels), strict=True))
-    os.replace(tmp, path)
-    return path
 
 
 def write_class_list(path: str | Path, classes: list[str]) -> Path:

@@ -45,10 +45,10 @@ from vipnb.data.splits import (
     test_labels,
 )
 from vipnb.errors import VipnbError
+from vipnb.eval.submission import write_labels_csv
 
 BUILD_MODES = ("link", "symlink", "copy")
 DATASET_FOLDER = "imagenet_50"
-LABELS_HEADER = "Image IDs,Labels"
 
 # Hard-link failures that mean "not possible here" rather than a real problem with the file:
 # another file system, a file system without hard links, protected_hardlinks, link count limit.
@@ -318,10 +318,8 @@ def build_vipriors(
                 ) from None
 
         _write_text_atomically(root / "classes.txt", wnids)
-        _write_text_atomically(
-            root / "test" / "labels.csv",
-            [LABELS_HEADER, *(f"{image_id},{label}" for image_id, label in test_rows)],
-        )
+        write_labels_csv(root / "test" / "labels.csv", [row[0] for row in test_rows],
+                         [row[1] for row in test_rows])
         counts = {split: sum(file.split == split for file in files) for split in ("train", "val")}
         report = BuildReport(
             root=root, classes=len(wnids), test=len(test_rows), **counts, **outcomes

@@ -60,6 +60,13 @@ def write_submission(path: str | os.PathLike, image_ids: Sequence[str], predicti
             raise VipnbError(f"image id {image_id!r} appears twice in the submission for {path}.")
         seen.add(image_id)
 
+    return write_labels_csv(path, image_ids, predicted.tolist(), SUBMISSION_HEADER)
+
+
+def write_labels_csv(path: str | os.PathLike, image_ids: Sequence[str], labels: Sequence[int],
+                     header: tuple[str, str] = GROUND_TRUTH_HEADER) -> Path:
+    """Write `<header>` then `<image id>,<class index>` rows, atomically."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A temp file beside the target (same filesystem, so os.replace is atomic); opened with
     # open() rather than tempfile so the result gets the usual permissions, not 0600.
@@ -67,8 +74,8 @@ def write_submission(path: str | os.PathLike, image_ids: Sequence[str], predicti
     try:
         with temporary.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(SUBMISSION_HEADER)
-            writer.writerows(zip(image_ids, predicted.tolist(), strict=True))
+            writer.writerow(header)
+            writer.writerows(zip(image_ids, (int(label) for label in labels), strict=True))
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -1,0 +1,41 @@
+"""Shared fixtures: small generated VIPriors-layout trees, built with real PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vipnb.eval.submission import write_labels_csv
+
+
+def make_tree(root: Path, classes=("a_cls", "b_cls", "c_cls"), per_class=6, test=9,
+              size=12, seed=0) -> Path:
+    """A VIPriors-layout tree whose images are a class-dependent brightness plus noise,
+    so a model can learn them."""
+    rng = np.random.default_rng(seed)
+
+    def image(label: int) -> Image.Image:
+        base = 40 + 80 * label
+        pixels = np.clip(base + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels)
+
+    for split in ("train", "val"):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                image(label).save(folder / f"{name}_{i}.png")
+    (root / "test" / "imgs").mkdir(parents=True)
+    labels = [i % len(classes) for i in range(test)]
+    for i, label in enumerate(labels):
+        image(label).save(root / "test" / "imgs" / f"img_{i}.png")
+    write_labels_csv(root / "test" / "labels.csv", [f"img_{i}.png" for i in range(test)], labels)
+    return root
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "tiny")

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vipnb.engine.recipe import (
+    PROFILES,
+    RECIPES_DIR,
+    from_dict,
+    load_recipe,
+    parse_overrides,
+    read_recipe_file,
+)
+from vipnb.errors import VipnbError
+
+
+def write(tmp_path: Path, document: dict) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def minimal(**base) -> dict:
+    return {"name": "r", "base": {"epochs": 3, **base},
+            "profiles": {"smoke": {"epochs": 1}, "cpu": {}, "paper": {"epochs": 90}}}
+
+
+def test_profile_overrides_base_and_overrides_win(tmp_path: Path):
+    path = write(tmp_path, minimal(lr=0.2))
+    assert load_recipe(path, "smoke").epochs == 1
+    assert load_recipe(path, "cpu").epochs == 3
+    recipe = load_recipe(path, "paper", {"lr": "0.05"})
+    assert (recipe.epochs, recipe.lr, recipe.profile) == (90, 0.05, "paper")
+
+
+def test_unknown_key_lists_valid_keys(tmp_path: Path):
+    path = write(tmp_path, minimal(learning_rate=0.1))
+    with pytest.raises(VipnbError) as info:
+        load_recipe(path, "cpu")
+    message = str(info.value)
+    assert "learning_rate" in message and "Valid keys:" in message and "lr" in message
+    assert str(path) in message
+
+
+def test_bad_values_name_the_key():
+    with pytest.raises(VipnbError, match="`epochs`"):
+        from_dict({"name": "x", "epochs": "ten"})
+    with pytest.raises(VipnbError, match="optimizer='lamb' is not one of sgd, adamw"):
+        from_dict({"name": "x", "optimizer": "lamb"})
+    with pytest.raises(VipnbError, match="`channels_last`"):
+        from_dict({"name": "x", "channels_last": "maybe"})
+
+
+def test_missing_profile_and_unknown_profile(tmp_path: Path):
+    document = minimal()
+    del document["profiles"]["paper"]
+    with pytest.raises(VipnbError, match="profiles paper missing"):
+        load_recipe(write(tmp_path, document), "cpu")
+    with pytest.raises(VipnbError, match="unknown profile 'gpu'"):
+        load_recipe(write(tmp_path, minimal()), "gpu")
+
+
+def test_hash_ignores_location_but_not_hyperparameters():
+    a = from_dict({"name": "x", "data_root": "/somewhere", "workers": 4})
+    b = from_dict({"name": "x", "data_root": "/elsewhere", "workers": 0})
+    assert a.run_name == b.run_name
+    assert a.digest() != a.replace(lr=0.2).digest()
+    assert a.digest() != a.replace(seed=1).digest()
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_overrides(["epochs=5", "scale=[0.5, 1.0]", "amp=none"]) == {
+        "epochs": 5, "scale": [0.5, 1.0], "amp": "none"}
+    with pytest.raises(VipnbError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_resolves_for_every_profile(path: Path):
+    assert read_recipe_file(path)["name"] == path.stem
+    for profile in PROFILES:
+        load_recipe(path, profile)

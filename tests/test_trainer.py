@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vipnb.engine import train
+from vipnb.engine.checkpoint import load_checkpoint, save_atomic
+from vipnb.engine.recipe import from_dict
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import Trainer
+from vipnb.errors import VipnbError
+
+
+def tiny_recipe(tree: Path, **changes):
+    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
+                      "model": "resnet10t", "epochs": 3, "batch_size": 6, "lr": 0.05,
+                      "cache_size": 16, "input_size": 16, "scale": [0.5, 1.0],
+                      "eval_batch_size": 8, **changes})
+
+
+def test_run_directory_contents_and_reuse(tiny_tree: Path, tmp_path: Path):
+    run = train(tiny_recipe(tiny_tree), runs_root=tmp_path / "runs", progress=False)
+    assert run.finished and run.recipe == tiny_recipe(tiny_tree)
+    metrics = run.metrics()
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert {"train_loss", "lr", "val_top1", "images_per_s", "wall_time_s"} <= set(metrics[0])
+    test = run.logits("test")
+    assert test.logits.shape == (9, 3) and test.ids[0] == "img_0.png"
+    assert test.classes == ["a_cls", "b_cls", "c_cls"]
+    assert run.summary()["test_top1"] == pytest.approx(test.top1)
+    stamp = run.summary_file.stat().st_mtime_ns
+    again = train(tiny_recipe(tiny_tree), runs_root=tmp_path / "runs", progress=False)
+    assert again.path == run.path and run.summary_file.stat().st_mtime_ns == stamp
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_tree: Path, tmp_path: Path,
+                                                        monkeypatch):
+    recipe = tiny_recipe(tiny_tree, mixup_alpha=0.2, label_smoothing=0.1, ema_decay=0.9)
+    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
+
+    original = Trainer._train_one_epoch
+
+    def dies_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_one_epoch", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, runs_root=tmp_path / "b", progress=False)
+    interrupted = RunDir(tmp_path / "b" / recipe.run_name)
+    assert not interrupted.finished
+    assert load_checkpoint(interrupted.checkpoint_file)["next_epoch"] == 2
+    monkeypatch.setattr(Trainer, "_train_one_epoch", original)
+    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+
+    assert [m["epoch"] for m in resumed.metrics()] == [0, 1, 2]
+    for key in ("train_loss", "val_top1", "val_loss"):
+        assert [m[key] for m in resumed.metrics()] == [m[key] for m in whole.metrics()]
+    np.testing.assert_array_equal(resumed.logits("val").logits, whole.logits("val").logits)
+
+
+def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tiny_tree: Path,
+                                                                   tmp_path: Path, monkeypatch):
+    recipe = tiny_recipe(tiny_tree)
+    calls = {"n": 0}
+    real_forward = torch.nn.Module.__call__
+
+    def poisoned(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        if self.training and type(self).__name__ == "ResNet":
+            calls["n"] += 1
+            if calls["n"] == 5:  # epoch 1 (3 steps per epoch), step 1
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", poisoned)
+    with pytest.raises(VipnbError, match=r"non-finite loss.*epoch 1, step 1"):
+        train(recipe, runs_root=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / recipe.run_name / "checkpoint.pt")
+    assert state["next_epoch"] == 1
+
+
+class ExplodesWhenSaved:
+    def __reduce__(self):
+        raise RuntimeError("disk full (simulated)")
+
+
+def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path: Path):
+    path = tmp_path / "checkpoint.pt"
+    save_atomic({"epoch": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomic({"epoch": 2, "bad": ExplodesWhenSaved()}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_unreadable_checkpoint_says_what_to_do(tmp_path: Path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(VipnbError, match="delete it to train this run from the start"):
+        load_checkpoint(path)

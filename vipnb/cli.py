@@ -1,0 +1,127 @@
+"""`vipnb data | train | evaluate | run | report` — the command line over the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vipnb.errors import VipnbError
+
+
+def _data(args) -> None:
+    if args.dataset == "fashion50":
+        from vipnb.data.fashion50 import build_fashion50
+
+        out = build_fashion50(args.out, per_class=args.per_class, seed=args.seed)
+        print(f"fashion50 ready at {out}")
+    elif args.dataset == "vipriors":
+        from vipnb.data.vipriors import build_vipriors
+
+        for flag in ("imagenet", "splits"):
+            if getattr(args, flag) is None:
+                raise VipnbError(f"`vipnb data vipriors` needs --{flag} DIR")
+        report = build_vipriors(args.imagenet, args.splits, args.out, classes=args.classes,
+                                mode=args.mode)
+        print(report.summary())
+
+
+def _train(args) -> None:
+    from vipnb.engine import load_recipe, train
+    from vipnb.engine.recipe import parse_overrides
+
+    recipe = load_recipe(args.recipe, args.profile, parse_overrides(args.param))
+    run = train(recipe, runs_root=args.runs, resume=not args.restart)
+    print(json.dumps(run.summary(), indent=1))
+    print(f"run directory: {run.path}")
+
+
+def _evaluate(args) -> None:
+    from vipnb.engine.rundir import RunDir
+    from vipnb.eval.submission import write_submission
+
+    run = RunDir(args.run)
+    logits = run.logits(args.split)
+    print(f"{run.path.name}: {args.split} top-1 = {logits.top1:.4f} ({len(logits.ids)} images)")
+    if args.submission:
+        path = write_submission(args.submission, logits.ids, logits.predictions)
+        print(f"submission written to {path}")
+
+
+def _run(args) -> None:
+    from vipnb.engine.recipe import parse_overrides
+    from vipnb.run import list_notebooks, run_notebook
+
+    names = list_notebooks() if args.all else args.notebooks
+    if not names:
+        raise VipnbError("name a notebook (e.g. `vipnb run 00`) or pass --all")
+    for name in names:
+        run_notebook(name, args.profile, parse_overrides(args.param))
+
+
+def _report(args) -> None:
+    from vipnb import paths
+    from vipnb.report.index import write_index
+
+    print(f"index written to {write_index(Path(args.reports or paths.reports_root()))}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vipnb", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="build a dataset in the VIPriors layout")
+    data.add_argument("dataset", choices=["fashion50", "vipriors"])
+    data.add_argument("--out", required=True, help="output directory")
+    data.add_argument("--seed", type=int, default=0, help="fashion50: split seed")
+    data.add_argument("--per-class", type=int, default=50, help="fashion50: train/val per class")
+    data.add_argument("--imagenet", help="vipriors: ImageNet-2012 root with train/ and val/")
+    data.add_argument("--splits", help="vipriors: folder of train/val/test.pickle")
+    data.add_argument("--classes", type=int, help="vipriors: keep the first N classes")
+    data.add_argument("--mode", default="link", choices=["link", "symlink", "copy"])
+    data.set_defaults(func=_data)
+
+    train = commands.add_parser("train", help="train one recipe (reuses a finished run)")
+    train.add_argument("recipe", help="recipe name (vipnb/recipes) or YAML path")
+    train.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    train.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--runs", help="runs root (default: ./runs or $VIPNB_RUNS)")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", default=True,
+                        help="continue an interrupted run from its checkpoint (default)")
+    resume.add_argument("--restart", action="store_true", help="train an unfinished run anew")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a finished run from its logits")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--split", default="test", choices=["val", "test"])
+    evaluate.add_argument("--submission", help="write the official submission CSV here")
+    evaluate.set_defaults(func=_evaluate)
+
+    run = commands.add_parser("run", help="execute notebooks headless with papermill")
+    run.add_argument("notebooks", nargs="*", help="notebook names or numbers (e.g. 00)")
+    run.add_argument("--all", action="store_true", help="every notebook in notebooks/")
+    run.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="notebook parameter, e.g. -p seeds=[0,1]")
+    run.set_defaults(func=_run)
+
+    report = commands.add_parser("report", help="rewrite reports/index.md")
+    report.add_argument("--reports", help="reports root (default: ./reports)")
+    report.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VipnbError as e:
+        print(f"vipnb: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

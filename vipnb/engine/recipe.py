@@ -1,0 +1,218 @@
+"""Recipes: one YAML file per experiment (a row of a paper's table), with profiles.
+
+A recipe file has the keys `name`, `description`, `paper` (the number the paper reports,
+for the report table), `base` (settings shared by all profiles) and `profiles` (`smoke`,
+`cpu`, `paper`: settings that override `base`). Resolving a file for one profile gives a
+validated, flat `Recipe`; its hash names the run directory, so a finished run is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vipnb.errors import VipnbError
+
+PROFILES = ("smoke", "cpu", "paper")
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Keys that change where or how fast a run goes, never its numbers: left out of the hash.
+_NOT_HASHED = {"data_root", "workers", "description"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    profile: str = "cpu"
+    description: str = ""
+    # data
+    dataset: str = "fashion50"  # fashion50 | folder (any VIPriors-layout root, e.g. imagenet_50)
+    data_root: str | None = None
+    data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
+    cache_size: int = 32  # every image is resized to cache_size × cache_size once
+    interpolation: str = "bilinear"
+    skip_bad_images: bool = False
+    train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
+    eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
+    workers: int = 0
+    # model
+    model: str = "resnet18"
+    model_kwargs: dict = field(default_factory=dict)
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # augmentation
+    input_size: int = 32
+    crop_pct: float = 1.0
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (0.75, 4 / 3)
+    hflip: float = 0.5
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_off_epochs: int = 0  # Mixup/CutMix switched off for the last K epochs
+    label_smoothing: float = 0.0
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 64
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    sched: str = "cosine"  # cosine | step
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+    cooldown_epochs: int = 0
+    decay_epochs: int = 30  # step schedule: divide by 1/decay_rate every decay_epochs
+    decay_rate: float = 0.1
+    ema_decay: float = 0.0  # 0: no EMA; else evaluate an EMA of the weights
+    # compute
+    amp: str = "auto"  # auto: bf16 where the hardware has it (CUDA, AVX512-BF16/AMX CPUs) | bf16 | none
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = True
+    eval_batch_size: int = 500
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-{self.profile}-s{self.seed}-{self.digest()}"
+
+    def replace(self, **changes: Any) -> Recipe:
+        return from_dict({**self.to_dict(), **changes}, source="override")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+_CHOICES = {
+    "profile": PROFILES, "dataset": ("fashion50", "folder"), "data_cache": ("memory", "stream"),
+    "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw"),
+    "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
+}
+
+
+def from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate `values` against the Recipe keys; an unknown key or bad value names itself."""
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise VipnbError(
+            f"{source}: unknown recipe key(s) {', '.join(unknown)}. "
+            f"Valid keys: {', '.join(sorted(_FIELDS))}"
+        )
+    if "name" not in values:
+        raise VipnbError(f"{source}: a recipe needs a `name`")
+    typed = {key: _coerce(key, value, source) for key, value in values.items()}
+    for key, choices in _CHOICES.items():
+        if key in typed and typed[key] not in choices:
+            raise VipnbError(f"{source}: {key}={typed[key]!r} is not one of {', '.join(choices)}")
+    return Recipe(**typed)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    default = _FIELDS[key].default
+    if default is dataclasses.MISSING:
+        default = _FIELDS[key].default_factory() if callable(_FIELDS[key].default_factory) else ""
+    try:
+        if value is None or key == "data_root":
+            return value if value is None else str(value)
+        if isinstance(default, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            if isinstance(value, bool):
+                return value
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            if float(value) != int(float(value)):
+                raise ValueError("expected a whole number")
+            return int(float(value))
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = yaml.safe_load(value) if isinstance(value, str) else value
+            return tuple(float(v) for v in items)
+        if isinstance(default, dict):
+            items = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(items, dict):
+                raise ValueError("expected a mapping")
+            return dict(items)
+        return str(value)
+    except (TypeError, ValueError, yaml.YAMLError) as e:
+        raise VipnbError(f"{source}: bad value {value!r} for recipe key `{key}`: {e}") from None
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe by path, or by name among the recipes shipped in `vipnb/recipes/`."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    available = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise VipnbError(f"no recipe {name_or_path!r}: not a file, nor one of: {available}")
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = find_recipe(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise VipnbError(f"{path}: not valid YAML: {e}") from None
+    allowed = {"name", "description", "paper", "base", "profiles"}
+    if not isinstance(document, dict) or set(document) - allowed:
+        extra = sorted(set(document or {}) - allowed) if isinstance(document, dict) else []
+        raise VipnbError(
+            f"{path}: a recipe file is a mapping with keys {', '.join(sorted(allowed))}"
+            + (f"; unknown: {', '.join(extra)}" if extra else "")
+        )
+    missing_profiles = [p for p in PROFILES if p not in (document.get("profiles") or {})]
+    if missing_profiles:
+        raise VipnbError(f"{path}: profiles {', '.join(missing_profiles)} missing under `profiles`")
+    return document
+
+
+def load_recipe(name_or_path: str | Path, profile: str = "cpu",
+                overrides: dict[str, Any] | None = None) -> Recipe:
+    """Resolve a recipe file for `profile`: base ← profiles[profile] ← overrides."""
+    if profile not in PROFILES:
+        raise VipnbError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    path = find_recipe(name_or_path)
+    document = read_recipe_file(path)
+    values = {"name": document["name"], "description": document.get("description", ""),
+              **(document.get("base") or {}), **(document["profiles"][profile] or {}),
+              "profile": profile, **(overrides or {})}
+    return from_dict(values, source=f"{path} (profile {profile})")
+
+
+def paper_reference(name_or_path: str | Path) -> dict[str, Any]:
+    """The `paper` block of a recipe file: the number the paper reports and its source."""
+    return dict(read_recipe_file(name_or_path).get("paper") or {})
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` strings from the command line → a dict (values parsed as YAML scalars)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VipnbError(f"bad override {pair!r}: write key=value, e.g. -p epochs=5")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
