@@ -55,14 +55,10 @@ def find_fashion_mnist(download_to: Path | None = None) -> Path:
         if all((directory / name).exists() for name in _FILES.values()):
             return directory
     if download_to is not None:
-        try:
-            from torchvision.datasets import FashionMNIST
-
-            FashionMNIST(str(download_to), train=True, download=True)
-            FashionMNIST(str(download_to), train=False, download=True)
-            return Path(download_to) / "FashionMNIST" / "raw"
-        except Exception as e:  # noqa: BLE001 - any network failure means "not available"
-            download_error = f" torchvision's download failed too: {e}."
+        outcome = _download(Path(download_to))
+        if isinstance(outcome, Path):
+            return outcome
+        download_error = f" torchvision's download failed: {outcome}."
     else:
         download_error = ""
     raise VipnbError(
@@ -71,6 +67,18 @@ def find_fashion_mnist(download_to: Path | None = None) -> Path:
         + f".{download_error} Install it with `apt-get install dataset-fashion-mnist`, or set "
         f"{ENV_VAR} to a directory holding {', '.join(_FILES.values())}."
     )
+
+
+def _download(target: Path) -> Path | str:
+    """torchvision's download (where a network allows it): the raw folder, or why it failed."""
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(target), train=True, download=True)
+        FashionMNIST(str(target), train=False, download=True)
+        return target / "FashionMNIST" / "raw"
+    except Exception as e:  # noqa: BLE001 - any network failure means "not available here"
+        return str(e)
 
 
 def load_fashion_mnist(directory: Path) -> FashionMnist:

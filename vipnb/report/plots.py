@@ -217,3 +217,25 @@ def _save(figure: Figure, out_path: str | os.PathLike, header: ReportHeader) -> 
 def _short(name: str, limit: int = 18) -> str:
     name = str(name)
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def image_grid(images, out_path: str | os.PathLike, header: ReportHeader,
+               per_class: int = 5) -> Path:
+    """The first `per_class` images of every class of an `ImageList`, one row per class."""
+    from PIL import Image as PILImage
+
+    rows = []
+    for label, name in enumerate(images.classes):
+        members = [p for p, y in zip(images.paths, images.labels, strict=True) if y == label]
+        rows.append((name, members[:per_class]))
+    figure = Figure(figsize=(1.1 * per_class + 1.5, 1.1 * len(rows) + 0.4))
+    axes = figure.subplots(len(rows), per_class, squeeze=False)
+    for (name, members), row_axes in zip(rows, axes, strict=True):
+        for i, ax in enumerate(row_axes):
+            ax.set_axis_off()
+            if i < len(members):
+                with PILImage.open(members[i]) as image:
+                    ax.imshow(np.asarray(image.convert("RGB")))
+        row_axes[0].text(-0.1, 0.5, _short(name), transform=row_axes[0].transAxes,
+                         ha="right", va="center", fontsize=8)
+    return _save(figure, out_path, header)

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vipnb.cli import main
+from vipnb.errors import VipnbError
+from vipnb.eval.submission import score_submission
+from vipnb.run import run_notebook
+
+
+def tiny_recipe_file(tmp_path: Path, tree: Path) -> Path:
+    profile = {"dataset": "folder", "data_root": str(tree), "model": "resnet10t", "epochs": 1,
+               "batch_size": 6, "cache_size": 16, "input_size": 16}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "base": profile,
+                                    "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
+    return path
+
+
+def test_train_then_evaluate_writes_a_scorable_submission(tiny_tree, tmp_path, capsys):
+    recipe = tiny_recipe_file(tmp_path, tiny_tree)
+    assert main(["train", str(recipe), "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    submission = tmp_path / "sub.csv"
+    assert main(["evaluate", str(run_dir), "--submission", str(submission)]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    assert submission.read_text().splitlines()[0] == "Image IDs,Predictions"
+    score = score_submission(tiny_tree / "test" / "labels.csv", submission)
+    assert score.matched == 9 and score.missing == 0
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["train", "no_such_recipe"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vipnb: error: no recipe 'no_such_recipe'") and "Traceback" not in err
+    assert main(["train", "baseline_resnet", "-p", "learning_rate=1"]) == 2
+    assert "unknown recipe key(s) learning_rate" in capsys.readouterr().err
+
+
+def test_failing_notebook_cell_is_reported_by_number_and_line(tmp_path):
+    notebook = tmp_path / "99_fails.py"
+    notebook.write_text(
+        "# %% tags=['parameters']\nprofile = 'smoke'\nout_dir = None\n\n"
+        "# %%\nx = 1\ny = 2\nz = x / 0\n"
+    )
+    with pytest.raises(VipnbError) as info:
+        run_notebook(str(notebook), "smoke", reports_root=tmp_path / "reports", log_output=False)
+    message = str(info.value)
+    assert "line 3: z = x / 0" in message and "ZeroDivisionError" in message
+    assert "99_fails.ipynb" in message and (tmp_path / "reports" / "99_fails").exists()

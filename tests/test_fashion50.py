@@ -1,0 +1,84 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vipnb.data.fashion50 import CLASS_NAMES, build_fashion50, draw_split
+from vipnb.data.idx import read_idx
+from vipnb.data.layout import scan_split
+from vipnb.errors import VipnbError
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_source(tmp_path: Path, monkeypatch) -> Path:
+    """Fashion-MNIST-shaped IDX files: 30 train images per class, 25 test images."""
+    rng = np.random.default_rng(1)
+    source = tmp_path / "idx"
+    source.mkdir()
+    train_labels = np.repeat(np.arange(10), 30)
+    rng.shuffle(train_labels)
+    test_labels = rng.integers(0, 10, 25)
+    write_idx(source / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (300, 28, 28)))
+    write_idx(source / "train-labels-idx1-ubyte.gz", train_labels)
+    write_idx(source / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (25, 28, 28)))
+    write_idx(source / "t10k-labels-idx1-ubyte.gz", test_labels)
+    monkeypatch.setenv("VIPNB_FASHION_MNIST", str(source))
+    return source
+
+
+def test_idx_round_trip_and_bad_magic(tmp_path: Path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+    (tmp_path / "b").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(VipnbError, match="not an IDX file"):
+        read_idx(tmp_path / "b")
+
+
+def test_split_is_disjoint_balanced_and_seeded():
+    labels = np.repeat(np.arange(10), 120)
+    train, val = draw_split(labels, 50, seed=0)
+    assert len(train) == len(val) == 500 and not set(train) & set(val)
+    assert np.bincount(labels[train]).tolist() == [50] * 10
+    again, _ = draw_split(labels, 50, seed=0)
+    other, _ = draw_split(labels, 50, seed=1)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def test_build_writes_vipriors_layout(fake_source: Path, tmp_path: Path):
+    root = build_fashion50(tmp_path / "f50", per_class=5)
+    assert (root / "classes.txt").read_text().split() == CLASS_NAMES
+    train, val, test = (scan_split(root, s) for s in ("train", "val", "test"))
+    assert len(train) == len(val) == 50 and len(test) == 25
+    assert np.bincount(train.labels).tolist() == [5] * 10
+    expected = read_idx(fake_source / "t10k-labels-idx1-ubyte.gz")
+    assert test.ids[:3] == ["img_0.png", "img_1.png", "img_2.png"]
+    np.testing.assert_array_equal(test.labels, expected)
+    # images are the source pixels, lossless
+    from PIL import Image
+
+    index = int(train.paths[0].stem.split("_")[-1])
+    pixels = np.asarray(Image.open(train.paths[0]))
+    np.testing.assert_array_equal(pixels, read_idx(fake_source / "train-images-idx3-ubyte.gz")[index])
+
+
+def test_rebuild_is_a_no_op_and_missing_source_is_explained(fake_source: Path, tmp_path: Path,
+                                                           monkeypatch):
+    root = build_fashion50(tmp_path / "f50", per_class=5)
+    stamp = (root / ".complete").stat().st_mtime_ns
+    build_fashion50(tmp_path / "f50", per_class=5)
+    assert (root / ".complete").stat().st_mtime_ns == stamp
+    monkeypatch.setenv("VIPNB_FASHION_MNIST", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("vipnb.data.fashion50.DEBIAN_DIR", tmp_path / "nowhere_either")
+    monkeypatch.setattr("vipnb.data.fashion50._download", lambda target: "no network (test)")
+    with pytest.raises(VipnbError, match="apt-get install dataset-fashion-mnist"):
+        build_fashion50(tmp_path / "other", per_class=5)

@@ -1,0 +1,36 @@
+"""Every notebook is a .py/.ipynb pair in step, with the parameters cell the runner needs."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from vipnb.notebooks import pair_drift
+from vipnb.run import list_notebooks
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_pair_in_step(name: str):
+    assert pair_drift(NOTEBOOKS / f"{name}.py") == []
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_parameters_cell(name: str):
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.py")
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for parameter in ("profile", "seeds", "data_root", "out_dir"):
+        assert f"{parameter} =" in tagged[0].source
+    assert 'profile = "smoke"' in tagged[0].source  # nbval runs the notebook as committed
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_committed_twin_holds_outputs_only_for_checked_cells(name: str):
+    import nbformat
+
+    twin = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for cell in twin.cells:
+        if cell.cell_type == "code" and cell.outputs:
+            assert "nbval-check-output" in cell.metadata.get("tags", [])

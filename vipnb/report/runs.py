@@ -1,0 +1,72 @@
+"""Reports for a group of runs of one recipe over several seeds, from their saved logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vipnb.engine.rundir import RunDir
+from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
+from vipnb.report.header import ReportHeader
+from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
+from vipnb.report.tables import write_hard_classes
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """The finished runs of one recipe, one per seed."""
+
+    name: str
+    runs: list[RunDir]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.runs[0].logits("val").classes
+
+    def top1(self, split: str = "test") -> list[float]:
+        """Top-1 of each seed, in percent."""
+        return [100 * run.logits(split).top1 for run in self.runs]
+
+    def per_class(self, split: str = "test") -> np.ndarray:
+        """Per-class accuracy [seeds, classes] (fractions)."""
+        rows = []
+        for run in self.runs:
+            logits = run.logits(split)
+            known = logits.labels >= 0
+            rows.append(per_class_accuracy(logits.predictions[known], logits.labels[known],
+                                           len(logits.classes)))
+        return np.stack(rows)
+
+    def confusion(self, split: str = "test") -> np.ndarray:
+        """Confusion counts summed over seeds (rows: true class)."""
+        total = np.zeros((len(self.classes),) * 2, dtype=np.int64)
+        for run in self.runs:
+            logits = run.logits(split)
+            known = logits.labels >= 0
+            total += confusion_matrix(logits.predictions[known], logits.labels[known],
+                                      len(logits.classes))
+        return total
+
+
+def write_group_reports(group: SeedGroup, out_dir: str | Path, header: ReportHeader,
+                        split: str = "test", threshold: float = 0.5,
+                        k_worst: int = 3) -> dict[str, Path]:
+    """Per-class plot, confusion heatmap, learning curves and hard classes of `group`,
+    with per-class accuracy averaged over its seeds."""
+    out_dir = Path(out_dir)
+    stem = f"{group.name}_{split}"
+    per_class = group.per_class(split).mean(0)
+    hard = hard_classes(per_class, group.classes, threshold=threshold, k_worst=k_worst)
+    n = len(group.runs)
+    return {
+        "per_class": per_class_accuracy_plot(
+            {f"mean of {n} seed(s)": per_class}, group.classes, out_dir / f"{stem}_per_class.png",
+            header, threshold=threshold, title=f"{group.name}: per-class {split} accuracy"),
+        "confusion": confusion_heatmap(group.confusion(split), group.classes,
+                                       out_dir / f"{stem}_confusion.png", header),
+        "curves": learning_curves_plot({run.path.name: run.metrics() for run in group.runs},
+                                       out_dir / f"{group.name}_learning_curves.png", header),
+        "hard_classes": write_hard_classes(hard, out_dir / f"{stem}_hard_classes.csv", header),
+    }
