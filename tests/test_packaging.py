@@ -1,9 +1,9 @@
 """The conda environment and pyproject.toml name the same packages with the same bounds."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,11 +35,13 @@ def refresh_notebook(name: str) -> Path:
                                           parameters={"profile": "smoke"},
                                           cwd=str(source.parent), progress_bar=False,
                                           kernel_name="python3")
-    outputs = {cell.source: cell.outputs for cell in executed.cells if cell.cell_type == "code"}
+    # nbval ignores stored outputs of a cell without an execution count: keep both.
+    outputs = {cell.source: (cell.outputs, cell.execution_count)
+               for cell in executed.cells if cell.cell_type == "code"}
     for cell in notebook.cells:
         _strip(cell)
         if CHECKED_TAG in cell.metadata.get("tags", []):
-            cell.outputs = outputs[cell.source]
+            cell.outputs, cell.execution_count = outputs[cell.source]
     for key in ("papermill", "widgets"):
         notebook.metadata.pop(key, None)
     # Pairing is declared once for the repo in jupytext.toml, not in each notebook.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vipnb.errors import VipnbError
+from vipnb.eval.metrics import mean_std
 from vipnb.report.header import ReportHeader
 
 RESULT_COLUMNS = [
@@ -36,22 +37,11 @@ class ResultRow:
     paper_source: str = ""
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1); the std of a single run is 0."""
-    if len(values) == 0:
-        raise VipnbError("mean_std got no values: run at least one seed before reporting.")
-    mean = math.fsum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance)
-
-
 def results_table(rows: Sequence[ResultRow]) -> list[dict]:
     """One dict per row; `ours_mean`/`ours_std` are None for a row with no finished seeds."""
     table = []
     for row in rows:
-        mean, std = mean_std(row.ours) if row.ours else (None, None)
+        mean, std, _ = mean_std(row.ours) if row.ours else (None, None, 0)
         table.append({
             "experiment": row.name,
             "paper_top1": row.paper,
@@ -106,8 +96,8 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict
     """
     if not a or not b:
         raise VipnbError("compare needs at least one value on each side; one of them is empty.")
-    mean_a, std_a = mean_std(a)
-    mean_b, std_b = mean_std(b)
+    mean_a, std_a, _ = mean_std(a)
+    mean_b, std_b, _ = mean_std(b)
     difference = mean_a - mean_b
     result = {"difference": difference, "t": None, "df": None, "p": None}
     if len(a) < 2 or len(b) < 2:
