@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from conftest import make_tree
+
 from vipnb.engine.rundir import RunDir
 
 

@@ -101,3 +101,13 @@ def test_unreadable_checkpoint_says_what_to_do(tmp_path: Path):
     path.write_bytes(b"garbage")
     with pytest.raises(VipnbError, match="delete it to train this run from the start"):
         load_checkpoint(path)
+
+
+def test_streaming_path_matches_memory_path(tiny_tree: Path, tmp_path: Path):
+    """The DataLoader path decodes the same pixels as the cache, so the runs agree."""
+    memory = train(tiny_recipe(tiny_tree, epochs=1), runs_root=tmp_path / "m", progress=False)
+    stream = train(tiny_recipe(tiny_tree, epochs=1, data_cache="stream"),
+                   runs_root=tmp_path / "s", progress=False)
+    np.testing.assert_allclose(stream.logits("val").logits, memory.logits("val").logits,
+                               rtol=1e-5, atol=1e-5)
+    assert stream.logits("test").ids == memory.logits("test").ids

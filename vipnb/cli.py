@@ -1,4 +1,4 @@
-"""`vipnb data | train | evaluate | run | report` — the command line over the package."""
+"""`vipnb data | train | evaluate | run | bench | report` — the command line over the package."""
 
 from __future__ import annotations
 
@@ -60,6 +60,23 @@ def _run(args) -> None:
         run_notebook(name, args.profile, parse_overrides(args.param))
 
 
+def _bench(args) -> None:
+    from vipnb.bench import bench, write_bench_report
+
+    result = bench(model=args.model, epochs=args.epochs, workers=args.workers)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(f"{result.model} @ {result.input_size} px, batch {result.batch_size}, "
+              f"{result.machine}\n"
+              f"  compute-only {result.compute_images_per_s:8.1f} images/s\n"
+              f"  vipnb        {result.vipnb_images_per_s:8.1f} images/s\n"
+              f"  reference    {result.reference_images_per_s:8.1f} images/s\n"
+              f"  efficiency {result.efficiency:.2f} · speedup {result.speedup:.2f}")
+    if args.save:
+        print(f"written to {write_bench_report(result)}", file=sys.stderr)
+
+
 def _report(args) -> None:
     from vipnb import paths
     from vipnb.report.index import write_index
@@ -106,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="notebook parameter, e.g. -p seeds=[0,1]")
     run.set_defaults(func=_run)
+
+    bench = commands.add_parser("bench", help="measure training speed against its ceiling")
+    bench.add_argument("--model", help="timm model name (default: the cpu baseline's)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.add_argument("--epochs", type=int, default=2, help="measured epochs per loop")
+    bench.add_argument("--workers", type=int, default=2, help="reference loop's workers")
+    bench.add_argument("--save", action="store_true", help="also write reports/bench/")
+    bench.set_defaults(func=_bench)
 
     report = commands.add_parser("report", help="rewrite reports/index.md")
     report.add_argument("--reports", help="reports root (default: ./reports)")

@@ -53,6 +53,7 @@ class Recipe:
     hflip: float = 0.5
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    random_erasing: float = 0.0  # probability per image (timm's RandomErasing, pixel mode)
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mixup_prob: float = 1.0
@@ -81,6 +82,7 @@ class Recipe:
     seed: int = 0
     deterministic: bool = True
     eval_batch_size: int = 500
+    eval_views: str = "center"  # test-time augmentation: center | flip | ten_crop | ...
 
     @property
     def total_epochs(self) -> int:

@@ -21,6 +21,7 @@ import timm
 import torch
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
+from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -34,6 +35,7 @@ from vipnb.engine.checkpoint import load_checkpoint, save_atomic
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
+from vipnb.eval.tta import tta_predict
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class Trainer:
                                               tuple(recipe.mean), tuple(recipe.std))
         self.eval_transform = EvalTransform(recipe.input_size, recipe.crop_pct,
                                             tuple(recipe.mean), tuple(recipe.std))
+        self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
+                               if recipe.random_erasing else None)
         self.forward = torch.compile(self.model) if recipe.compile else self.model
 
     # -- the loop --------------------------------------------------------------------------
@@ -130,6 +134,8 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             inputs = self.train_transform(images, generator)
+            if self.random_erasing is not None:
+                inputs = self.random_erasing(inputs)
             if self.mixup is not None and self.mixup.mixup_enabled:
                 inputs, targets = self.mixup(inputs, labels)
             else:
@@ -173,7 +179,11 @@ class Trainer:
             inputs = self.eval_transform(images.to(self.device)).contiguous(
                 memory_format=self.memory_format)
             with self._autocast():
-                outputs.append(model(inputs).float().cpu())
+                if self.recipe.eval_views == "center":
+                    outputs.append(model(inputs).float().cpu())
+                else:
+                    outputs.append(tta_predict(model, inputs, self.recipe.eval_views,
+                                               self.recipe.input_size).float().cpu())
         return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.num_classes))
 
     def _evaluate(self, source: SplitSource) -> dict:

@@ -29,6 +29,14 @@ class SeedGroup:
         """Top-1 of each seed, in percent."""
         return [100 * run.logits(split).top1 for run in self.runs]
 
+    def ensemble_top1(self, split: str = "test") -> float:
+        """Top-1 (percent) of the seeds' averaged softmax scores, from the saved logits."""
+        probabilities = [softmax(run.logits(split).logits) for run in self.runs]
+        reference = self.runs[0].logits(split)
+        known = reference.labels >= 0
+        predictions = np.mean(probabilities, axis=0).argmax(1)
+        return 100 * float((predictions[known] == reference.labels[known]).mean())
+
     def per_class(self, split: str = "test") -> np.ndarray:
         """Per-class accuracy [seeds, classes] (fractions)."""
         rows = []
@@ -48,6 +56,11 @@ class SeedGroup:
             total += confusion_matrix(logits.predictions[known], logits.labels[known],
                                       len(logits.classes))
         return total
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
 
 
 def write_group_reports(group: SeedGroup, out_dir: str | Path, header: ReportHeader,

@@ -1,0 +1,161 @@
+"""`vipnb bench`: how close the trainer comes to the model's own speed, and how it compares
+with the loop a user would write from timm's and torchvision's docs.
+
+Measured in one process, on the same model, data and batch size:
+  compute    forward + backward + SGD step on synthetic tensors (the ceiling);
+  vipnb      the full vipnb training epoch (data, batched transforms, loss, step);
+  reference  ImageFolder + PIL transforms + DataLoader + timm model, fp32 NCHW.
+efficiency = vipnb / compute, speedup = vipnb / reference.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import timm
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from vipnb.data.sources import load_run_data
+from vipnb.engine.recipe import Recipe, load_recipe
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import Trainer, _configure_determinism, use_bf16
+from vipnb.report.header import machine_description
+
+
+@dataclass
+class BenchResult:
+    model: str
+    input_size: int
+    batch_size: int
+    compute_images_per_s: float
+    vipnb_images_per_s: float
+    reference_images_per_s: float
+    efficiency: float
+    speedup: float
+    bf16: bool
+    channels_last: bool
+    machine: str
+    versions: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench(model: str | None = None, profile: str = "cpu", epochs: int = 2,
+          workers: int = 2) -> BenchResult:
+    """Measure the three rates for the `baseline_resnet` recipe (optionally another model)."""
+    overrides = {"model": model} if model else {}
+    recipe = load_recipe("baseline_resnet", profile, overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _configure_determinism(recipe)
+    data = load_run_data(recipe)
+    trainer = Trainer(recipe, RunDir("/nonexistent-bench-run"), data, device, progress=False)
+    images = len(data.train) // trainer.batch_size * trainer.batch_size
+    compute = _compute_rate(trainer, steps=max(4, images // trainer.batch_size))
+    trainer._train_one_epoch(0)  # warm-up: caches, allocator, oneDNN kernels
+    vipnb_rate = sum(trainer._train_one_epoch(e)[1] for e in range(1, epochs + 1)) / epochs
+    reference = _reference_rate(recipe, data.root, device, epochs, workers)
+    return BenchResult(
+        model=recipe.model, input_size=recipe.input_size, batch_size=trainer.batch_size,
+        compute_images_per_s=compute, vipnb_images_per_s=vipnb_rate,
+        reference_images_per_s=reference, efficiency=vipnb_rate / compute,
+        speedup=vipnb_rate / reference, bf16=use_bf16(recipe.amp, device),
+        channels_last=recipe.channels_last, machine=machine_description(),
+        versions={"python": platform.python_version(), "torch": torch.__version__,
+                  "torchvision": torchvision.__version__, "timm": timm.__version__},
+    )
+
+
+def _compute_rate(trainer: Trainer, steps: int) -> float:
+    """Synthetic, already-normalised inputs: only the model's forward, backward and step."""
+    recipe, device = trainer.recipe, trainer.device
+    inputs = torch.randn(trainer.batch_size, 3, recipe.input_size, recipe.input_size,
+                         device=device).contiguous(memory_format=trainer.memory_format)
+    targets = torch.softmax(torch.randn(trainer.batch_size, trainer.num_classes,
+                                        device=device), 1)
+    trainer.model.train()
+
+    def step():
+        with trainer._autocast():
+            loss = trainer.loss_fn(trainer.forward(inputs), targets)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+
+    for _ in range(3):
+        step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * trainer.batch_size / (time.perf_counter() - started)
+
+
+def _reference_rate(recipe: Recipe, root, device, epochs: int, workers: int) -> float:
+    """The loop of timm's and torchvision's docs: PIL transforms per image, fp32, NCHW."""
+    transform = transforms.Compose([
+        transforms.RandomResizedCrop(recipe.input_size, scale=tuple(recipe.scale)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(recipe.mean, recipe.std),
+    ])
+    dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
+    loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0)
+    model = timm.create_model(recipe.model, num_classes=len(dataset.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    criterion = torch.nn.CrossEntropyLoss()
+    rates = []
+    for epoch in range(epochs + 1):  # the first epoch warms up
+        seen, started = 0, time.perf_counter()
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            loss = criterion(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seen += len(images)
+        _sync(device)
+        if epoch:
+            rates.append(seen / (time.perf_counter() - started))
+    return sum(rates) / len(rates)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def write_bench_report(result: BenchResult, reports_root=None):
+    """reports/bench/<machine>.json and .md, with the report header."""
+    import json
+    import re
+    from pathlib import Path
+
+    from vipnb import paths
+    from vipnb.report.header import make_header
+    from vipnb.report.tables import atomic_write_text
+
+    out_dir = Path(reports_root or paths.reports_root()) / "bench"
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{result.machine}-{result.model}".lower()).strip("-")
+    header = make_header("cpu" if "no GPU" in result.machine else "paper", 0.0)
+    atomic_write_text(out_dir / f"{slug}.json",
+                      json.dumps({"header": header.as_dict(), **result.as_dict()}, indent=1))
+    rows = [("compute-only (synthetic tensors)", result.compute_images_per_s),
+            ("vipnb trainer (cached data, batched transforms)", result.vipnb_images_per_s),
+            ("reference loop (ImageFolder + PIL + DataLoader, fp32 NCHW)",
+             result.reference_images_per_s)]
+    lines = [f"# Training speed: {result.model} at {result.input_size} px, batch "
+             f"{result.batch_size}", "", header.as_markdown(), "| loop | images/s |",
+             "| --- | ---: |", *(f"| {name} | {rate:.1f} |" for name, rate in rows), "",
+             f"efficiency (vipnb / compute) = **{result.efficiency:.2f}** · speedup (vipnb / "
+             f"reference) = **{result.speedup:.2f}** · bf16 {result.bf16} · channels_last "
+             f"{result.channels_last}", "", f"versions: {result.versions}"]
+    return atomic_write_text(out_dir / f"{slug}.md", "\n".join(lines) + "\n")
