@@ -27,11 +27,46 @@ def _data(args) -> None:
         print(report.summary())
 
 
+def _cluster(args):
+    from vipnb.launch import ClusterOptions
+
+    return ClusterOptions(launcher=args.launcher, partition=args.partition,
+                          gpus_per_node=args.gpus_per_node, nodes=args.nodes,
+                          timeout_min=args.timeout_min)
+
+
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (submitit)")
+    group.add_argument("--launcher", choices=["slurm", "local"],
+                       help="submit through submitit instead of running here")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--gpus-per-node", type=int, default=1,
+                       help="GPUs (= data-parallel tasks) per node")
+    group.add_argument("--nodes", type=int, default=1)
+    group.add_argument("--timeout-min", type=int, default=24 * 60)
+
+
 def _train(args) -> None:
-    from vipnb.engine import load_recipe, train
     from vipnb.engine.recipe import parse_overrides
 
-    recipe = load_recipe(args.recipe, args.profile, parse_overrides(args.param))
+    overrides = parse_overrides(args.param)
+    if args.launcher:
+        from vipnb.launch import submit, train_job
+
+        jobs = [(recipe, args.profile, overrides, args.runs) for recipe in args.recipe]
+        local = args.launcher == "local"
+        results = submit(train_job, jobs, _cluster(args), wait=local)
+        for path in results if local else []:
+            print(f"run directory: {path}")
+        return
+    for name in args.recipe:
+        _train_one(name, args, overrides)
+
+
+def _train_one(name: str, args, overrides: dict) -> None:
+    from vipnb.engine import load_recipe, train
+
+    recipe = load_recipe(name, args.profile, overrides)
     run = train(recipe, runs_root=args.runs, resume=not args.restart)
     print(json.dumps(run.summary(), indent=1))
     print(f"run directory: {run.path}")
@@ -56,8 +91,15 @@ def _run(args) -> None:
     names = list_notebooks() if args.all else args.notebooks
     if not names:
         raise VipnbError("name a notebook (e.g. `vipnb run 00`) or pass --all")
+    parameters = parse_overrides(args.param)
+    if args.launcher:
+        from vipnb.launch import notebook_job, submit
+
+        jobs = [(name, args.profile, parameters) for name in names]
+        submit(notebook_job, jobs, _cluster(args), wait=args.launcher == "local")
+        return
     for name in names:
-        run_notebook(name, args.profile, parse_overrides(args.param))
+        run_notebook(name, args.profile, parameters)
 
 
 def _bench(args) -> None:
@@ -100,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=_data)
 
     train = commands.add_parser("train", help="train one recipe (reuses a finished run)")
-    train.add_argument("recipe", help="recipe name (vipnb/recipes) or YAML path")
+    train.add_argument("recipe", nargs="+", help="recipe names (vipnb/recipes) or YAML paths")
     train.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     train.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--runs", help="runs root (default: ./runs or $VIPNB_RUNS)")
@@ -108,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--resume", action="store_true", default=True,
                         help="continue an interrupted run from its checkpoint (default)")
     resume.add_argument("--restart", action="store_true", help="train an unfinished run anew")
+    _add_cluster_arguments(train)
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="score a finished run from its logits")
@@ -122,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="notebook parameter, e.g. -p seeds=[0,1]")
+    _add_cluster_arguments(run)
     run.set_defaults(func=_run)
 
     bench = commands.add_parser("bench", help="measure training speed against its ceiling")

@@ -26,13 +26,24 @@ class TrainTransform:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, _, height, width = batch.shape
+    def sample(self, n: int, height: int, width: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random draws for `n` images: crop boxes [n, 4] and flip flags [n].
+
+        Drawn apart from the pixels so that every process of a distributed run draws the
+        same numbers for the whole global batch and keeps its own share.
+        """
         boxes = random_resized_crop_boxes(n, height, width, self.scale, self.ratio, generator)
+        return boxes, torch.rand(n, generator=generator) < self.hflip
+
+    def apply(self, batch: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor):
+        n = len(batch)
         images = crop_and_resize(batch, boxes.to(batch.device), self.input_size)
-        flip = torch.rand(n, generator=generator) < self.hflip
-        images = torch.where(flip.to(batch.device).view(n, 1, 1, 1), images.flip(-1), images)
+        images = torch.where(flips.to(batch.device).view(n, 1, 1, 1), images.flip(-1), images)
         return normalize(images, self.mean, self.std)
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(batch, *self.sample(len(batch), *batch.shape[-2:], generator))
 
 
 @dataclass(frozen=True)

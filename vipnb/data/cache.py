@@ -72,7 +72,7 @@ def decode_split(images: ImageList, size: int, interpolation: str = "bilinear",
     )
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp")
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
         torch.save({"format": CACHE_FORMAT, "images": split.images, "labels": split.labels,
                     "ids": split.ids, "skipped": skipped}, tmp)
         os.replace(tmp, cache_file)

@@ -62,7 +62,8 @@ class Recipe:
     label_smoothing: float = 0.0
     # optimisation
     epochs: int = 40
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: split over processes and accumulation steps
+    accum_steps: int = 1  # gradient accumulation: keep the global batch on fewer GPUs
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
     momentum: float = 0.9
@@ -78,6 +79,7 @@ class Recipe:
     # compute
     amp: str = "auto"  # auto: bf16 where the hardware has it (CUDA, AVX512-BF16/AMX CPUs) | bf16 | none
     channels_last: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA)
     compile: bool = False
     seed: int = 0
     deterministic: bool = True

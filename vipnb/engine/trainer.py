@@ -32,6 +32,7 @@ from vipnb import paths
 from vipnb.data.augment import EvalTransform, TrainTransform
 from vipnb.data.sources import RunData, SplitSource, load_run_data
 from vipnb.engine.checkpoint import load_checkpoint, save_atomic
+from vipnb.engine.distributed import DistInfo, init_distributed
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
@@ -50,20 +51,26 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
     if run.finished:
         return run
-    if not resume:
-        run.checkpoint_file.unlink(missing_ok=True)
-    run.write_recipe(recipe)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist_info, default_device = init_distributed()
+    if dist_info.is_main:
+        if not resume:
+            run.checkpoint_file.unlink(missing_ok=True)
+        run.write_recipe(recipe)
+        data = load_run_data(recipe)  # the main process builds data and caches first
+    dist_info.barrier()
+    if not dist_info.is_main:
+        data = load_run_data(recipe)
     _configure_determinism(recipe)
-    data = load_run_data(recipe)
-    return Trainer(recipe, run, data, device, progress).fit()
+    device = torch.device(device) if device else default_device
+    return Trainer(recipe, run, data, device, progress, dist_info).fit()
 
 
 class Trainer:
     def __init__(self, recipe: Recipe, run: RunDir, data: RunData, device: torch.device,
-                 progress: bool):
-        self.recipe, self.run, self.data, self.device, self.progress = (
-            recipe, run, data, device, progress)
+                 progress: bool, dist_info: DistInfo | None = None):
+        self.recipe, self.run, self.data, self.device = recipe, run, data, device
+        self.dist = dist_info or DistInfo()
+        self.progress = progress and self.dist.is_main
         torch.manual_seed(recipe.seed)
         self.num_classes = len(data.classes)
         self.model = timm.create_model(
@@ -73,7 +80,10 @@ class Trainer:
         ).to(device)
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        if recipe.sync_bn and self.dist.enabled:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.batch_size = _train_batch_size(recipe.batch_size, len(data.train))
+        self.micro_batch = _micro_batch_size(recipe, self.batch_size, self.dist.world_size)
         self.steps_per_epoch = len(data.train) // self.batch_size
         self.optimizer = create_optimizer_v2(self.model, opt=recipe.optimizer, lr=recipe.lr,
                                              weight_decay=recipe.weight_decay,
@@ -95,12 +105,13 @@ class Trainer:
                                             tuple(recipe.mean), tuple(recipe.std))
         self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
                                if recipe.random_erasing else None)
-        self.forward = torch.compile(self.model) if recipe.compile else self.model
+        self.forward = self._wrap(self.model)
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> RunDir:
         start_epoch, wall_time = self._restore()
-        self.run.truncate_metrics(start_epoch)
+        if self.dist.is_main:
+            self.run.truncate_metrics(start_epoch)
         epochs = range(start_epoch, self.total_epochs)
         bar = tqdm(epochs, desc=self.recipe.run_name, total=self.total_epochs,
                    initial=start_epoch, disable=not self.progress, file=sys.stdout,
@@ -108,32 +119,48 @@ class Trainer:
         for epoch in bar:
             started = time.perf_counter()
             train_loss, images_per_s = self._train_one_epoch(epoch)
-            val = self._evaluate(self.data.val)
-            wall_time += time.perf_counter() - started
-            record = {"epoch": epoch, "train_loss": train_loss,
-                      "lr": self.optimizer.param_groups[0]["lr"], "val_top1": val["top1"],
-                      "val_loss": val["loss"], "images_per_s": images_per_s,
-                      "epoch_time_s": time.perf_counter() - started, "wall_time_s": wall_time}
-            self.run.append_metrics(record)
-            self._save(epoch + 1, wall_time)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val['top1']:.3f}",
-                            ips=f"{images_per_s:.0f}")
+            if self.dist.is_main:  # evaluation, metrics and checkpoints: one process
+                val = self._evaluate(self.data.val)
+                wall_time += time.perf_counter() - started
+                record = {"epoch": epoch, "train_loss": train_loss,
+                          "lr": self.optimizer.param_groups[0]["lr"], "val_top1": val["top1"],
+                          "val_loss": val["loss"], "images_per_s": images_per_s,
+                          "epoch_time_s": time.perf_counter() - started,
+                          "wall_time_s": wall_time}
+                self.run.append_metrics(record)
+                self._save(epoch + 1, wall_time)
+                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val['top1']:.3f}",
+                                ips=f"{images_per_s:.0f}")
+            self.dist.barrier()
         bar.close()
-        return self._finish(wall_time)
+        if self.dist.is_main:
+            self._finish(wall_time)
+        self.dist.barrier()
+        return self.run
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, float]:
+        """One epoch; returns the mean training loss and the images/s of all processes."""
         self.model.train()
         generator = _seed_epoch(self.recipe.seed, epoch)
         order = torch.randperm(len(self.data.train), generator=generator)
         order = order[: self.steps_per_epoch * self.batch_size]
+        # Every process draws the augmentation of the whole epoch and keeps its share, so
+        # the images seen do not depend on how many processes share the work.
+        size = self.recipe.cache_size
+        boxes, flips = self.train_transform.sample(len(order), size, size, generator)
+        mine = self._my_positions()
         if self.mixup is not None:
             self.mixup.mixup_enabled = epoch < self.recipe.epochs - self.recipe.mixup_off_epochs
+        accum = self.recipe.accum_steps
         total_loss = torch.zeros((), device=self.device)
-        seen, started = 0, time.perf_counter()
-        for step, (images, labels) in enumerate(self.data.train.batches(order, self.batch_size)):
+        started = time.perf_counter()
+        batches = self.data.train.batches(order[mine], self.micro_batch)
+        for index, (images, labels) in enumerate(batches):
+            step, micro_step = divmod(index, accum)
+            positions = mine[index * self.micro_batch : (index + 1) * self.micro_batch]
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            inputs = self.train_transform(images, generator)
+            inputs = self.train_transform.apply(images, boxes[positions], flips[positions])
             if self.random_erasing is not None:
                 inputs = self.random_erasing(inputs)
             if self.mixup is not None and self.mixup.mixup_enabled:
@@ -141,32 +168,61 @@ class Trainer:
             else:
                 targets = mixup_target(labels, self.num_classes, 1.0, self.recipe.label_smoothing)
             inputs = inputs.contiguous(memory_format=self.memory_format)
-            try:
-                with self._autocast():
-                    loss = self.loss_fn(self.forward(inputs), targets)
-            except torch.cuda.OutOfMemoryError:
-                raise VipnbError(
-                    f"out of GPU memory at batch size {self.batch_size} ({self.recipe.model}, "
-                    f"{self.recipe.input_size} px): lower `batch_size` (and scale `lr` with it), "
-                    "or train on more GPUs"
-                ) from None
-            if not torch.isfinite(loss):
-                raise VipnbError(
-                    f"{self.recipe.run_name}: non-finite loss ({loss.item()}) at epoch {epoch}, "
-                    f"step {step}; training stopped. The last good checkpoint is kept in "
-                    f"{self.run.checkpoint_file}. Lower `lr` or check the data."
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step_update(epoch * self.steps_per_epoch + step + 1)
-            if self.ema is not None:
-                self.ema.update(self.model)
+            last_micro_step = micro_step == accum - 1
+            # DDP all-reduces gradients on the last accumulation step only.
+            no_sync = self.forward.no_sync if self.dist.enabled and not last_micro_step else None
+            with no_sync() if no_sync else nullcontext():
+                loss = self._forward_loss(inputs, targets)
+                self._check_finite(loss, epoch, step)
+                (loss / accum).backward()
             total_loss += loss.detach()
-            seen += len(images)
+            if last_micro_step:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step_update(epoch * self.steps_per_epoch + step + 1)
+                if self.ema is not None:
+                    self.ema.update(self.model)
         self.scheduler.step(epoch + 1)
         elapsed = time.perf_counter() - started
-        return float(total_loss) / max(1, self.steps_per_epoch), seen / max(elapsed, 1e-9)
+        mean_loss = self.dist.mean(total_loss / max(1, self.steps_per_epoch * accum))
+        return float(mean_loss), len(order) / max(elapsed, 1e-9)
+
+    def _my_positions(self) -> torch.Tensor:
+        """Positions in the epoch's order that this process trains on: its contiguous share
+        of every global batch."""
+        share = self.batch_size // self.dist.world_size
+        starts = torch.arange(self.steps_per_epoch) * self.batch_size + self.dist.rank * share
+        return (starts[:, None] + torch.arange(share)[None, :]).reshape(-1)
+
+    def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        try:
+            with self._autocast():
+                return self.loss_fn(self.forward(inputs), targets)
+        except torch.cuda.OutOfMemoryError:
+            raise VipnbError(
+                f"out of GPU memory at micro-batch {self.micro_batch} (global batch "
+                f"{self.batch_size}, {self.recipe.model}, {self.recipe.input_size} px): raise "
+                f"`accum_steps` (now {self.recipe.accum_steps}) to keep the global batch with "
+                "less memory, or train on more GPUs"
+            ) from None
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        if not self.dist.all_true(torch.isfinite(loss.detach())):
+            raise VipnbError(
+                f"{self.recipe.run_name}: non-finite loss ({loss.item()}) at epoch {epoch}, "
+                f"step {step}; training stopped. The last good checkpoint is kept in "
+                f"{self.run.checkpoint_file}. Lower `lr` or check the data."
+            )
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the training step calls: the model, compiled and/or DDP-wrapped."""
+        forward = torch.compile(model) if self.recipe.compile else model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            forward = DistributedDataParallel(forward, device_ids=ids)
+        return forward
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -252,6 +308,21 @@ def _train_batch_size(requested: int, available: int) -> int:
     """The batch size actually used: at most the data, and even (timm's Mixup pairs samples)."""
     size = min(requested, available)
     return max(2, size - size % 2)
+
+
+def _micro_batch_size(recipe: Recipe, batch_size: int, world_size: int) -> int:
+    """Images per forward pass: the global batch over processes and accumulation steps."""
+    parts = world_size * recipe.accum_steps
+    if batch_size % parts:
+        raise VipnbError(
+            f"{recipe.name}: batch_size {batch_size} does not split into {world_size} "
+            f"process(es) × accum_steps {recipe.accum_steps}; choose a batch_size divisible "
+            f"by {parts}"
+        )
+    micro = batch_size // parts
+    if micro % 2 and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0):
+        raise VipnbError(f"{recipe.name}: Mixup/CutMix need an even micro-batch, got {micro}")
+    return micro
 
 
 def _make_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
