@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from vipnb.eval.submission import write_labels_csv
@@ -34,6 +35,16 @@ def make_tree(root: Path, classes=("a_cls", "b_cls", "c_cls"), per_class=6, test
         image(label).save(root / "test" / "imgs" / f"img_{i}.png")
     write_labels_csv(root / "test" / "labels.csv", [f"img_{i}.png" for i in range(test)], labels)
     return root
+
+
+def write_recipe_file(directory: Path, name: str, tree: Path, **settings) -> Path:
+    """A recipe file that trains a tiny timm ResNet on `tree`, alike at every profile."""
+    base = {"dataset": "folder", "data_root": str(tree), "model": "resnet10t", "epochs": 1,
+            "batch_size": 6, "cache_size": 16, "input_size": 16, **settings}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": base,
+                                    "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
+    return path
 
 
 @pytest.fixture

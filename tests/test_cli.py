@@ -1,7 +1,6 @@
-from pathlib import Path
 
 import pytest
-import yaml
+from conftest import write_recipe_file
 
 from vipnb.cli import main
 from vipnb.errors import VipnbError
@@ -9,17 +8,8 @@ from vipnb.eval.submission import score_submission
 from vipnb.run import run_notebook
 
 
-def tiny_recipe_file(tmp_path: Path, tree: Path) -> Path:
-    profile = {"dataset": "folder", "data_root": str(tree), "model": "resnet10t", "epochs": 1,
-               "batch_size": 6, "cache_size": 16, "input_size": 16}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"name": "tiny", "base": profile,
-                                    "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
-    return path
-
-
 def test_train_then_evaluate_writes_a_scorable_submission(tiny_tree, tmp_path, capsys):
-    recipe = tiny_recipe_file(tmp_path, tiny_tree)
+    recipe = write_recipe_file(tmp_path, "tiny", tiny_tree)
     assert main(["train", str(recipe), "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 0
     run_dir = next((tmp_path / "runs").iterdir())
     submission = tmp_path / "sub.csv"

@@ -14,22 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import make_tree
+from conftest import make_tree, write_recipe_file
 
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.rundir import RunDir
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def _recipe(tmp_path: Path, tree: Path) -> Path:
-    profile = {"dataset": "folder", "data_root": str(tree), "model": "resnet10t", "epochs": 2,
-               "batch_size": 16, "cache_size": 16, "input_size": 16, "lr": 0.05}
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump({"name": "ddp", "base": profile,
-                                    "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
-    return path
 
 
 def _run(command: list[str]) -> None:
@@ -40,7 +30,7 @@ def _run(command: list[str]) -> None:
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path):
     tree = make_tree(tmp_path / "tree", per_class=16, size=16)
-    recipe = _recipe(tmp_path, tree)
+    recipe = write_recipe_file(tmp_path, "ddp", tree, epochs=2, batch_size=16, lr=0.05)
     cli = ["-m", "vipnb.cli", "train", str(recipe)]
     _run([sys.executable, *cli, "--runs", str(tmp_path / "one"), "-p", "accum_steps=2"])
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

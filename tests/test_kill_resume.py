@@ -10,19 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from conftest import make_tree
+from conftest import make_tree, write_recipe_file
 
 from vipnb.engine.rundir import RunDir
-
-
-def _recipe(tmp_path: Path, tree: Path) -> Path:
-    profile = {"dataset": "folder", "data_root": str(tree), "model": "resnet10t", "epochs": 6,
-               "batch_size": 8, "cache_size": 24, "input_size": 24, "lr": 0.05}
-    path = tmp_path / "kill.yaml"
-    path.write_text(yaml.safe_dump({"name": "kill", "base": profile,
-                                    "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
-    return path
 
 
 def _train(recipe: Path, runs: Path) -> subprocess.Popen:
@@ -33,7 +23,8 @@ def _train(recipe: Path, runs: Path) -> subprocess.Popen:
 
 def test_kill_9_mid_training_then_resume_matches_uninterrupted(tmp_path: Path):
     tree = make_tree(tmp_path / "tree", per_class=16, size=24)
-    recipe = _recipe(tmp_path, tree)
+    recipe = write_recipe_file(tmp_path, "kill", tree, epochs=6, batch_size=8, cache_size=24,
+                             input_size=24, lr=0.05)
     whole = _train(recipe, tmp_path / "whole")
     assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
 

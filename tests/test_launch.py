@@ -4,7 +4,7 @@ as `--launcher slurm` on a cluster, run here in a subprocess."""
 from pathlib import Path
 
 import pytest
-from test_cli import tiny_recipe_file
+from conftest import write_recipe_file
 
 from vipnb.cli import main
 from vipnb.engine.rundir import RunDir
@@ -14,7 +14,7 @@ pytest.importorskip("submitit")
 
 
 def test_train_through_submitit_local_executor(tiny_tree: Path, tmp_path: Path, capsys):
-    recipe = tiny_recipe_file(tmp_path, tiny_tree)
+    recipe = write_recipe_file(tmp_path, "tiny", tiny_tree)
     code = main(["train", str(recipe), "--profile", "smoke", "--runs", str(tmp_path / "runs"),
                  "--launcher", "local", "--timeout-min", "10"])
     assert code == 0

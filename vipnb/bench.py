@@ -133,7 +133,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def write_bench_report(result: BenchResult, reports_root=None):
+def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_root=None):
     """reports/bench/<machine>.json and .md, with the report header."""
     import json
     import re
@@ -145,7 +145,7 @@ def write_bench_report(result: BenchResult, reports_root=None):
 
     out_dir = Path(reports_root or paths.reports_root()) / "bench"
     slug = re.sub(r"[^a-z0-9]+", "-", f"{result.machine}-{result.model}".lower()).strip("-")
-    header = make_header("cpu" if "no GPU" in result.machine else "paper", 0.0)
+    header = make_header("cpu" if "no GPU" in result.machine else "paper", wall_time_s)
     atomic_write_text(out_dir / f"{slug}.json",
                       json.dumps({"header": header.as_dict(), **result.as_dict()}, indent=1))
     rows = [("compute-only (synthetic tensors)", result.compute_images_per_s),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from vipnb.errors import VipnbError
@@ -105,6 +106,7 @@ def _run(args) -> None:
 def _bench(args) -> None:
     from vipnb.bench import bench, write_bench_report
 
+    started = time.perf_counter()
     result = bench(model=args.model, epochs=args.epochs, workers=args.workers)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
@@ -116,7 +118,8 @@ def _bench(args) -> None:
               f"  reference    {result.reference_images_per_s:8.1f} images/s\n"
               f"  efficiency {result.efficiency:.2f} · speedup {result.speedup:.2f}")
     if args.save:
-        print(f"written to {write_bench_report(result)}", file=sys.stderr)
+        path = write_bench_report(result, time.perf_counter() - started)
+        print(f"written to {path}", file=sys.stderr)
 
 
 def _report(args) -> None:
