@@ -90,12 +90,16 @@ def make_header(
 
 
 def git_commit(repo_dir: str | os.PathLike | None = None) -> str:
-    """Short hash of HEAD, with `-dirty` when tracked files changed; `unknown` without git."""
+    """Short hash of HEAD, with `-dirty` when tracked files changed; `unknown` without git.
+
+    The top-level `reports/` folder does not count: a run rewrites the reports it regenerates.
+    """
     cwd = Path(repo_dir) if repo_dir is not None else Path.cwd()
     commit = _git(["rev-parse", "--short", "HEAD"], cwd)
     if commit is None:
         return "unknown"
-    changes = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    changes = _git(["status", "--porcelain", "--untracked-files=no", "--", ":/",
+                    ":(exclude,top)reports"], cwd)
     return f"{commit}-dirty" if changes else commit
 
 
