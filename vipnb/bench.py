@@ -23,7 +23,7 @@ from torchvision import datasets, transforms
 from vipnb.data.sources import load_run_data
 from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer, _configure_determinism, use_bf16
+from vipnb.engine.trainer import Trainer, configure_determinism, use_bf16
 from vipnb.report.header import machine_description
 
 
@@ -52,7 +52,7 @@ def bench(model: str | None = None, profile: str = "cpu", epochs: int = 2,
     overrides = {"model": model} if model else {}
     recipe = load_recipe("baseline_resnet", profile, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _configure_determinism(recipe)
+    configure_determinism(recipe)
     data = load_run_data(recipe)
     trainer = Trainer(recipe, RunDir("/nonexistent-bench-run"), data, device, progress=False)
     images = len(data.train) // trainer.batch_size * trainer.batch_size

@@ -60,7 +60,7 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     dist_info.barrier()
     if not dist_info.is_main:
         data = load_run_data(recipe)
-    _configure_determinism(recipe)
+    configure_determinism(recipe)
     device = torch.device(device) if device else default_device
     return Trainer(recipe, run, data, device, progress, dist_info).fit()
 
@@ -343,7 +343,7 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed)
 
 
-def _configure_determinism(recipe: Recipe) -> None:
+def configure_determinism(recipe: Recipe) -> None:
     if recipe.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
