@@ -140,13 +140,13 @@ def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_ro
     from pathlib import Path
 
     from vipnb import paths
+    from vipnb.atomic import write_text_atomic
     from vipnb.report.header import make_header
-    from vipnb.report.tables import atomic_write_text
 
     out_dir = Path(reports_root or paths.reports_root()) / "bench"
     slug = re.sub(r"[^a-z0-9]+", "-", f"{result.machine}-{result.model}".lower()).strip("-")
     header = make_header("cpu" if "no GPU" in result.machine else "paper", wall_time_s)
-    atomic_write_text(out_dir / f"{slug}.json",
+    write_text_atomic(out_dir / f"{slug}.json",
                       json.dumps({"header": header.as_dict(), **result.as_dict()}, indent=1))
     rows = [("compute-only (synthetic tensors)", result.compute_images_per_s),
             ("vipnb trainer (cached data, batched transforms)", result.vipnb_images_per_s),
@@ -158,4 +158,4 @@ def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_ro
              f"efficiency (vipnb / compute) = **{result.efficiency:.2f}** · speedup (vipnb / "
              f"reference) = **{result.speedup:.2f}** · bf16 {result.bf16} · channels_last "
              f"{result.channels_last}", "", f"versions: {result.versions}"]
-    return atomic_write_text(out_dir / f"{slug}.md", "\n".join(lines) + "\n")
+    return write_text_atomic(out_dir / f"{slug}.md", "\n".join(lines) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vipnb.atomic import write_text_atomic
 from vipnb.errors import VipnbError
 from vipnb.eval.submission import read_labels_csv
 
@@ -103,5 +104,4 @@ def _test_order(path: Path) -> tuple[int, str]:
 
 
 def write_class_list(path: str | Path, classes: list[str]) -> Path:
-    Path(path).write_text("".join(f"{name}\n" for name in classes))
-    return Path(path)
+    return write_text_atomic(path, "".join(f"{name}\n" for name in classes))

@@ -32,12 +32,13 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from vipnb.atomic import write_text_atomic
+from vipnb.data.layout import write_class_list
 from vipnb.data.splits import (
     SPLIT_FILE_NAMES,
     VipriorsSplits,
@@ -244,12 +245,6 @@ def _is_complete(destination: Path, expected_size: int) -> bool:
         return False  # absent, or a dangling symlink
 
 
-def _write_text_atomically(path: Path, lines: Iterable[str]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    os.replace(partial, path)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -317,7 +312,7 @@ def build_vipriors(
                     f"{copy_hint}; running the build again resumes where it stopped."
                 ) from None
 
-        _write_text_atomically(root / "classes.txt", wnids)
+        write_class_list(root / "classes.txt", wnids)
         write_labels_csv(root / "test" / "labels.csv", [row[0] for row in test_rows],
                          [row[1] for row in test_rows])
         counts = {split: sum(file.split == split for file in files) for split in ("train", "val")}
@@ -331,7 +326,7 @@ def build_vipriors(
             "mode": mode,
             "split_sha256": {name: _sha256(splits_dir / name) for name in SPLIT_FILE_NAMES},
         }
-        _write_text_atomically(root / ".complete", [json.dumps(marker, indent=2, sort_keys=True)])
+        write_text_atomic(root / ".complete", json.dumps(marker, indent=2, sort_keys=True) + "\n")
     except OSError as error:
         raise VipnbError(
             f"Could not write under {root}: {error}. Check that it is writable and has space; "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from vipnb.atomic import write_text_atomic
 from vipnb.engine.recipe import Recipe, from_dict
 from vipnb.errors import VipnbError
 
@@ -74,12 +75,12 @@ class RunDir:
     # writing (rank 0 of the trainer only)
     def write_recipe(self, recipe: Recipe) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_text(self.recipe_file, yaml.safe_dump(_plain(recipe.to_dict()), sort_keys=False))
+        write_text_atomic(self.recipe_file, yaml.safe_dump(_plain(recipe.to_dict()), sort_keys=False))
 
     def truncate_metrics(self, before_epoch: int) -> None:
         """Drop epochs at or after `before_epoch` (left by a run killed after its checkpoint)."""
         kept = [m for m in self.metrics() if m["epoch"] < before_epoch]
-        _write_text(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
+        write_text_atomic(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_file, "a") as f:
@@ -93,7 +94,7 @@ class RunDir:
         os.replace(tmp, self.path / f"logits_{split}.npz")
 
     def write_summary(self, summary: dict) -> None:
-        _write_text(self.summary_file, json.dumps(summary, indent=1))
+        write_text_atomic(self.summary_file, json.dumps(summary, indent=1))
 
 
 def _plain(value):
@@ -102,9 +103,3 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

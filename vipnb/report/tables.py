@@ -9,11 +9,11 @@ import io
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipnb.atomic import write_text_atomic
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import mean_std
 from vipnb.report.header import ReportHeader
@@ -75,7 +75,7 @@ def write_table(
         if entry["paper_top1"] is not None:
             cells["paper_top1"] = _paper_number(entry["paper_top1"])
         writer.writerow(cells)
-    csv_path = atomic_write_text(out_dir / f"{stem}.csv", buffer.getvalue())
+    csv_path = write_text_atomic(out_dir / f"{stem}.csv", buffer.getvalue())
 
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(), "| experiment | paper top-1 (%) | ours top-1 (%) | profile | note |",
@@ -84,7 +84,7 @@ def write_table(
         cells = [entry["experiment"], _paper_cell(entry), _ours_cell(entry), entry["profile"],
                  entry["note"]]
         lines.append("| " + " | ".join(_md_escape(str(cell)) for cell in cells) + " |")
-    md_path = atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
@@ -185,21 +185,7 @@ def write_hard_classes(
                 f"the keys {', '.join(HARD_CLASS_COLUMNS)}."
             )
         writer.writerow({key: _csv_number(item[key], digits=4) for key in HARD_CLASS_COLUMNS})
-    return atomic_write_text(Path(out_path), buffer.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(Path(out_path), buffer.getvalue())
 
 
 def _csv_number(value: object, digits: int = 2) -> object:
