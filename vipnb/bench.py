@@ -81,8 +81,7 @@ def _compute_rate(trainer: Trainer, steps: int) -> float:
     trainer.model.train()
 
     def step():
-        with trainer._autocast():
-            loss = trainer.loss_fn(trainer.forward(inputs), targets)
+        loss = trainer._forward_loss(inputs, targets)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()

@@ -18,6 +18,7 @@ import yaml
 from vipnb.atomic import write_text_atomic
 from vipnb.engine.recipe import Recipe, from_dict
 from vipnb.errors import VipnbError
+from vipnb.eval.metrics import top1
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,15 @@ class SplitLogits:
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(1)
 
+    def labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and labels of the images whose label is known."""
+        known = self.labels >= 0
+        return self.logits[known], self.labels[known]
+
     @property
     def top1(self) -> float:
-        known = self.labels >= 0
-        return float((self.predictions[known] == self.labels[known]).mean()) if known.any() else float("nan")
+        logits, labels = self.labelled()
+        return top1(logits, labels) if len(labels) else float("nan")
 
 
 class RunDir:

@@ -36,6 +36,7 @@ from vipnb.engine.distributed import DistInfo, init_distributed
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
+from vipnb.eval.metrics import top1
 from vipnb.eval.tta import tta_predict
 
 log = logging.getLogger(__name__)
@@ -250,8 +251,7 @@ class Trainer:
             return {"top1": math.nan, "loss": math.nan, "logits": logits}
         log_probs = torch.log_softmax(torch.from_numpy(logits[known]), 1)
         loss = -log_probs[torch.arange(int(known.sum())), torch.from_numpy(labels[known])].mean()
-        top1 = float((logits[known].argmax(1) == labels[known]).mean())
-        return {"top1": top1, "loss": float(loss), "logits": logits}
+        return {"top1": top1(logits[known], labels[known]), "loss": float(loss), "logits": logits}
 
     def _finish(self, wall_time: float) -> RunDir:
         summary = {"run": self.recipe.run_name, "epochs": self.total_epochs,

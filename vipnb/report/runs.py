@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vipnb.engine.rundir import RunDir
-from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
+from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy, top1
 from vipnb.report.header import ReportHeader
 from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
 from vipnb.report.tables import write_hard_classes
@@ -31,30 +31,25 @@ class SeedGroup:
 
     def ensemble_top1(self, split: str = "test") -> float:
         """Top-1 (percent) of the seeds' averaged softmax scores, from the saved logits."""
-        probabilities = [softmax(run.logits(split).logits) for run in self.runs]
+        probabilities = np.mean([softmax(run.logits(split).logits) for run in self.runs], axis=0)
         reference = self.runs[0].logits(split)
         known = reference.labels >= 0
-        predictions = np.mean(probabilities, axis=0).argmax(1)
-        return 100 * float((predictions[known] == reference.labels[known]).mean())
+        return 100 * top1(probabilities[known], reference.labels[known])
 
     def per_class(self, split: str = "test") -> np.ndarray:
         """Per-class accuracy [seeds, classes] (fractions)."""
         rows = []
         for run in self.runs:
-            logits = run.logits(split)
-            known = logits.labels >= 0
-            rows.append(per_class_accuracy(logits.predictions[known], logits.labels[known],
-                                           len(logits.classes)))
+            logits, labels = run.logits(split).labelled()
+            rows.append(per_class_accuracy(logits.argmax(1), labels, len(self.classes)))
         return np.stack(rows)
 
     def confusion(self, split: str = "test") -> np.ndarray:
         """Confusion counts summed over seeds (rows: true class)."""
         total = np.zeros((len(self.classes),) * 2, dtype=np.int64)
         for run in self.runs:
-            logits = run.logits(split)
-            known = logits.labels >= 0
-            total += confusion_matrix(logits.predictions[known], logits.labels[known],
-                                      len(logits.classes))
+            logits, labels = run.logits(split).labelled()
+            total += confusion_matrix(logits.argmax(1), labels, len(self.classes))
         return total
 
 
