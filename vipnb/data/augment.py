@@ -3,18 +3,24 @@
 The per-image PIL pipeline of torchvision/timm (RandomResizedCrop, RandomHorizontalFlip,
 Normalize) is reproduced batch-wide on the device that trains: crops are sampled with
 torchvision's algorithm and cut out and resized in one `torchvision.ops.roi_align` call.
+AutoAugment, when asked for, runs batched too (`vipnb.data.autoaugment`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchvision.ops import roi_align
 
+from vipnb.data.autoaugment import AutoAugmentDraws, BatchAutoAugment
+from vipnb.errors import VipnbError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# "" is off; "original" is AutoAugment's ImageNet policy (Cubuk et al. 2019).
+AUTO_AUGMENT_CHOICES = ("", "original")
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,15 @@ class TrainTransform:
     hflip: float = 0.5
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    auto_augment: str = ""
+    _auto_augment: BatchAutoAugment | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.auto_augment not in AUTO_AUGMENT_CHOICES:
+            raise VipnbError(f"auto_augment {self.auto_augment!r} is not known; valid values: "
+                             f"{', '.join(map(repr, AUTO_AUGMENT_CHOICES))} ('' is off)")
+        object.__setattr__(self, "_auto_augment",
+                           BatchAutoAugment() if self.auto_augment else None)
 
     def sample(self, n: int, height: int, width: int,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,14 +51,29 @@ class TrainTransform:
         boxes = random_resized_crop_boxes(n, height, width, self.scale, self.ratio, generator)
         return boxes, torch.rand(n, generator=generator) < self.hflip
 
-    def apply(self, batch: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor):
+    def sample_auto_augment(self, n: int,
+                            generator: torch.Generator) -> AutoAugmentDraws | None:
+        """AutoAugment draws for `n` images, or None when it is off; then nothing is drawn,
+        so runs without AutoAugment see the same random stream as before it existed."""
+        return self._auto_augment.sample(n, generator) if self._auto_augment else None
+
+    def apply(self, batch: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
+              auto_augment_draws: AutoAugmentDraws | None = None):
         n = len(batch)
         images = crop_and_resize(batch, boxes.to(batch.device), self.input_size)
         images = torch.where(flips.to(batch.device).view(n, 1, 1, 1), images.flip(-1), images)
+        if self._auto_augment:
+            if auto_augment_draws is None:
+                raise ValueError(f"auto_augment={self.auto_augment!r} needs the draws of "
+                                 "sample_auto_augment() passed as auto_augment_draws")
+            # AutoAugment works on uint8 pixels, as on the PIL image before ToTensor.
+            pixels = images.round().clamp(0, 255).to(torch.uint8)
+            images = self._auto_augment.apply(pixels, auto_augment_draws).float()
         return normalize(images, self.mean, self.std)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(batch, *self.sample(len(batch), *batch.shape[-2:], generator))
+        boxes, flips = self.sample(len(batch), *batch.shape[-2:], generator)
+        return self.apply(batch, boxes, flips, self.sample_auto_augment(len(batch), generator))
 
 
 @dataclass(frozen=True)
