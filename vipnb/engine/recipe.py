@@ -1,8 +1,9 @@
 """Recipes: one YAML file per experiment (a row of a paper's table), with profiles.
 
 A recipe file has the keys `name`, `description`, `paper` (the number the paper reports,
-for the report table), `base` (settings shared by all profiles) and `profiles` (`smoke`,
-`cpu`, `paper`: settings that override `base`). Resolving a file for one profile gives a
+for the report table), `base` (settings shared by all profiles), `profiles` (`smoke`,
+`cpu`, `paper`: settings that override `base`) and optionally `extends` (another recipe
+whose settings this one starts from: a table row that adds one thing to another row). Resolving a file for one profile gives a
 validated, flat `Recipe`; its hash names the run directory, so a finished run is reused.
 """
 
@@ -45,6 +46,10 @@ class Recipe:
     model_kwargs: dict = field(default_factory=dict)
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    experts: int = 1  # > 1: a mixture of experts on a shared trunk (vipnb.models.moe)
+    shared_stages: int = 2  # stages of the trunk the experts share
+    fusion: bool = False  # train only a linear fusion of the experts (needs init_from)
+    init_from: str = ""  # a recipe whose finished run (same profile and seed) gives the weights
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -53,6 +58,7 @@ class Recipe:
     hflip: float = 0.5
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    auto_augment: str = ""  # "" | original: AutoAugment's ImageNet policy, batched
     random_erasing: float = 0.0  # probability per image (timm's RandomErasing, pixel mode)
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -60,6 +66,17 @@ class Recipe:
     mixup_switch_prob: float = 0.5
     mixup_off_epochs: int = 0  # Mixup/CutMix switched off for the last K epochs
     label_smoothing: float = 0.0
+    # loss
+    loss: str = "soft_ce"  # soft_ce | positive_class (cross-entropy + cosine)
+    diversity_weight: float = 0.0  # λ of the experts' diversity loss
+    teacher: str = ""  # a recipe whose finished run (same profile and seed) distils into this
+    distill_label_weight: float = 0.5  # weight of the labels beside the teacher's softmax
+    # self-supervised stage
+    stage: str = "supervised"  # supervised | moco (MoCo-v2 pretraining of the backbone)
+    moco_dim: int = 128
+    moco_queue: int = 4096
+    moco_momentum: float = 0.999
+    moco_temperature: float = 0.2
     # optimisation
     epochs: int = 40
     batch_size: int = 64  # the global batch: split over processes and accumulation steps
@@ -95,11 +112,19 @@ class Recipe:
 
     def digest(self) -> str:
         hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        for key in DEPENDENCY_KEYS:
+            if hashed[key]:
+                hashed[key] = self.dependency(key).run_name
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def run_name(self) -> str:
         return f"{self.name}-{self.profile}-s{self.seed}-{self.digest()}"
+
+    def dependency(self, key: str) -> Recipe:
+        """The recipe named by `teacher` or `init_from`, at this profile, seed and data."""
+        carried = {k: getattr(self, k) for k in ("seed", "data_root", "workers", "data_cache")}
+        return load_recipe(getattr(self, key), self.profile, carried)
 
     def replace(self, **changes: Any) -> Recipe:
         return from_dict({**self.to_dict(), **changes}, source="override")
@@ -110,7 +135,11 @@ _CHOICES = {
     "profile": PROFILES, "dataset": ("fashion50", "folder"), "data_cache": ("memory", "stream"),
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
+    "loss": ("soft_ce", "positive_class"), "stage": ("supervised", "moco"),
+    "auto_augment": ("", "original"),
 }
+# Keys naming other recipes whose runs this one starts from: their run names enter the hash.
+DEPENDENCY_KEYS = ("teacher", "init_from")
 
 
 def from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
@@ -180,7 +209,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise VipnbError(f"{path}: not valid YAML: {e}") from None
-    allowed = {"name", "description", "paper", "base", "profiles"}
+    allowed = {"name", "description", "paper", "extends", "base", "profiles"}
     if not isinstance(document, dict) or set(document) - allowed:
         extra = sorted(set(document or {}) - allowed) if isinstance(document, dict) else []
         raise VipnbError(
@@ -188,7 +217,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
             + (f"; unknown: {', '.join(extra)}" if extra else "")
         )
     missing_profiles = [p for p in PROFILES if p not in (document.get("profiles") or {})]
-    if missing_profiles:
+    if missing_profiles and "extends" not in document:
         raise VipnbError(f"{path}: profiles {', '.join(missing_profiles)} missing under `profiles`")
     return document
 
@@ -200,10 +229,29 @@ def load_recipe(name_or_path: str | Path, profile: str = "cpu",
         raise VipnbError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     path = find_recipe(name_or_path)
     document = read_recipe_file(path)
-    values = {"name": document["name"], "description": document.get("description", ""),
-              **(document.get("base") or {}), **(document["profiles"][profile] or {}),
-              "profile": profile, **(overrides or {})}
+    values = {"name": document["name"], "description": _description(path),
+              **_settings(path, profile), "profile": profile, **(overrides or {})}
     return from_dict(values, source=f"{path} (profile {profile})")
+
+
+def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """base ← profiles[profile] of a recipe file, on top of those of the file it `extends`."""
+    if path in seen:
+        chain = " → ".join(str(p.name) for p in (*seen, path))
+        raise VipnbError(f"{path}: `extends` goes round in a circle: {chain}")
+    document = read_recipe_file(path)
+    inherited = {}
+    if "extends" in document:
+        inherited = _settings(find_recipe(document["extends"]), profile, (*seen, path))
+    profiles = document.get("profiles") or {}
+    return {**inherited, **(document.get("base") or {}), **(profiles.get(profile) or {})}
+
+
+def _description(path: Path) -> str:
+    document = read_recipe_file(path)
+    if document.get("description") or "extends" not in document:
+        return document.get("description", "")
+    return _description(find_recipe(document["extends"]))
 
 
 def paper_reference(name_or_path: str | Path) -> dict[str, Any]:

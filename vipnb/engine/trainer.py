@@ -17,12 +17,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.data.random_erasing import RandomErasing
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
@@ -31,9 +29,11 @@ from tqdm import tqdm
 from vipnb import paths
 from vipnb.data.augment import EvalTransform, TrainTransform
 from vipnb.data.sources import RunData, SplitSource, load_run_data
+from vipnb.engine.build import build_model, initialise_from, load_trained_model
 from vipnb.engine.checkpoint import load_checkpoint, save_atomic
 from vipnb.engine.distributed import DistInfo, init_distributed
-from vipnb.engine.recipe import Recipe
+from vipnb.engine.objective import Objective
+from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
@@ -52,6 +52,9 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
     if run.finished:
         return run
+    # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
+    starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
+                   for key in DEPENDENCY_KEYS if getattr(recipe, key)}
     dist_info, default_device = init_distributed()
     if dist_info.is_main:
         if not resume:
@@ -63,22 +66,23 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
         data = load_run_data(recipe)
     configure_determinism(recipe)
     device = torch.device(device) if device else default_device
-    return Trainer(recipe, run, data, device, progress, dist_info).fit()
+    return Trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
 
 
 class Trainer:
     def __init__(self, recipe: Recipe, run: RunDir, data: RunData, device: torch.device,
-                 progress: bool, dist_info: DistInfo | None = None):
+                 progress: bool, dist_info: DistInfo | None = None,
+                 starts_from: dict[str, RunDir] | None = None):
         self.recipe, self.run, self.data, self.device = recipe, run, data, device
         self.dist = dist_info or DistInfo()
         self.progress = progress and self.dist.is_main
+        starts_from = starts_from or {}
         torch.manual_seed(recipe.seed)
         self.num_classes = len(data.classes)
-        self.model = timm.create_model(
-            recipe.model, pretrained=False, num_classes=self.num_classes,
-            drop_rate=recipe.drop_rate, drop_path_rate=recipe.drop_path_rate,
-            **recipe.model_kwargs,
-        ).to(device)
+        self.model = build_model(recipe, self.num_classes)
+        if "init_from" in starts_from:
+            initialise_from(self.model, starts_from["init_from"])
+        self.model = self.model.to(device)
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         if recipe.sync_bn and self.dist.enabled:
@@ -98,10 +102,11 @@ class Trainer:
         )
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema_decay else None
         self.mixup = _make_mixup(recipe, self.num_classes)
-        self.loss_fn = SoftTargetCrossEntropy()
+        self.objective = Objective(recipe, self._teacher(starts_from.get("teacher")))
         self.train_transform = TrainTransform(recipe.input_size, tuple(recipe.scale),
                                               tuple(recipe.ratio), recipe.hflip,
-                                              tuple(recipe.mean), tuple(recipe.std))
+                                              tuple(recipe.mean), tuple(recipe.std),
+                                              recipe.auto_augment)
         self.eval_transform = EvalTransform(recipe.input_size, recipe.crop_pct,
                                             tuple(recipe.mean), tuple(recipe.std))
         self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
@@ -149,6 +154,7 @@ class Trainer:
         # the images seen do not depend on how many processes share the work.
         size = self.recipe.cache_size
         boxes, flips = self.train_transform.sample(len(order), size, size, generator)
+        auto_augment = self.train_transform.sample_auto_augment(len(order), generator)
         mine = self._my_positions()
         if self.mixup is not None:
             self.mixup.mixup_enabled = epoch < self.recipe.epochs - self.recipe.mixup_off_epochs
@@ -161,7 +167,9 @@ class Trainer:
             positions = mine[index * self.micro_batch : (index + 1) * self.micro_batch]
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            inputs = self.train_transform.apply(images, boxes[positions], flips[positions])
+            inputs = self.train_transform.apply(
+                images, boxes[positions], flips[positions],
+                None if auto_augment is None else auto_augment[positions])
             if self.random_erasing is not None:
                 inputs = self.random_erasing(inputs)
             if self.mixup is not None and self.mixup.mixup_enabled:
@@ -195,10 +203,24 @@ class Trainer:
         starts = torch.arange(self.steps_per_epoch) * self.batch_size + self.dist.rank * share
         return (starts[:, None] + torch.arange(share)[None, :]).reshape(-1)
 
+    def _teacher(self, run: RunDir | None) -> torch.nn.Module | None:
+        if run is None:
+            return None
+        recipe = self.recipe.dependency("teacher")
+        if (recipe.input_size, recipe.mean, recipe.std) != (
+                self.recipe.input_size, self.recipe.mean, self.recipe.std):
+            raise VipnbError(
+                f"{self.recipe.name}: teacher {recipe.name} was trained on other inputs "
+                f"(input_size, mean, std differ); the teacher sees the student's images"
+            )
+        teacher = load_trained_model(recipe, run, self.num_classes, self.device)
+        return teacher.to(memory_format=self.memory_format)
+
     def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         try:
             with self._autocast():
-                return self.loss_fn(self.forward(inputs), targets)
+                targets = self.objective.targets(inputs, targets)
+                return self.objective(self.forward(inputs), targets)
         except torch.cuda.OutOfMemoryError:
             raise VipnbError(
                 f"out of GPU memory at micro-batch {self.micro_batch} (global batch "
