@@ -66,7 +66,12 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
         data = load_run_data(recipe)
     configure_determinism(recipe)
     device = torch.device(device) if device else default_device
-    return Trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
+    trainer = Trainer
+    if recipe.stage == "moco":
+        from vipnb.engine.moco_stage import MocoTrainer  # it builds on this module
+
+        trainer = MocoTrainer
+    return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
 
 
 class Trainer:
@@ -79,10 +84,7 @@ class Trainer:
         starts_from = starts_from or {}
         torch.manual_seed(recipe.seed)
         self.num_classes = len(data.classes)
-        self.model = build_model(recipe, self.num_classes)
-        if "init_from" in starts_from:
-            initialise_from(self.model, starts_from["init_from"])
-        self.model = self.model.to(device)
+        self.model = self._build_model(starts_from).to(device)
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         if recipe.sync_bn and self.dist.enabled:
@@ -112,6 +114,12 @@ class Trainer:
         self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
                                if recipe.random_erasing else None)
         self.forward = self._wrap(self.model)
+
+    def _build_model(self, starts_from: dict[str, RunDir]) -> torch.nn.Module:
+        model = build_model(self.recipe, self.num_classes)
+        if "init_from" in starts_from:
+            initialise_from(model, starts_from["init_from"])
+        return model
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> RunDir:
@@ -290,12 +298,14 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def _save(self, next_epoch: int, wall_time: float) -> None:
-        state = {"next_epoch": next_epoch, "wall_time_s": wall_time,
+        save_atomic(self._state(next_epoch, wall_time), self.run.checkpoint_file)
+
+    def _state(self, next_epoch: int, wall_time: float) -> dict:
+        return {"next_epoch": next_epoch, "wall_time_s": wall_time,
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(),
                  "ema": self.ema.state_dict() if self.ema is not None else None,
                  "recipe": self.recipe.to_dict()}
-        save_atomic(state, self.run.checkpoint_file)
 
     def _restore(self) -> tuple[int, float]:
         if not self.run.checkpoint_file.exists():
