@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir
+from vipnb.eval.ensemble import softmax, top_models_weights, weighted_score_average
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy, top1
 from vipnb.report.header import ReportHeader
 from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
@@ -36,6 +38,21 @@ class SeedGroup:
         known = reference.labels >= 0
         return 100 * top1(probabilities[known], reference.labels[known])
 
+    def val_top1(self) -> float:
+        """Mean validation top-1 (percent) over the seeds: what picks models, never test."""
+        return float(np.mean(self.top1("val")))
+
+    def rescored_top1(self, views: str, test_size: int,
+                      limit: int) -> tuple[list[float], list[float]]:
+        """Top-1 (percent) of each seed on the first `limit` test images, as trained (the
+        saved logits) and re-scored under `views` at `test_size`: a paired comparison."""
+        trained, rescored = [], []
+        for run in self.runs:
+            logits, labels = run.logits("test").labelled()
+            trained.append(100 * top1(logits[:limit], labels[:limit]))
+            rescored.append(100 * rescore(run, views, test_size, limit=limit).top1)
+        return trained, rescored
+
     def per_class(self, split: str = "test") -> np.ndarray:
         """Per-class accuracy [seeds, classes] (fractions)."""
         rows = []
@@ -53,9 +70,16 @@ class SeedGroup:
         return total
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
+def weighted_ensembles(groups: list[SeedGroup], n_best: int,
+                       split: str = "test") -> tuple[list[np.ndarray], np.ndarray, list[float]]:
+    """Per seed, the weighted score average of every group's run of that seed (weight 3 for
+    the `n_best` groups with the best mean validation top-1, 1 for the rest); returns the
+    probabilities per seed, the labels and the weights."""
+    weights = top_models_weights([group.val_top1() for group in groups], n_best)
+    seeds = min(len(group.runs) for group in groups)
+    probabilities = [weighted_score_average([g.runs[s].logits(split).logits for g in groups],
+                                            weights) for s in range(seeds)]
+    return probabilities, groups[0].runs[0].logits(split).labels, weights
 
 
 def write_group_reports(group: SeedGroup, out_dir: str | Path, header: ReportHeader,

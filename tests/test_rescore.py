@@ -1,0 +1,29 @@
+"""Re-scoring a finished run under test-time views, cached in its run directory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_recipe_file
+from vipnb.engine import load_recipe, train
+from vipnb.engine.rescore import rescore
+from vipnb.errors import VipnbError
+from vipnb.report.runs import SeedGroup
+
+
+def test_ten_crops_at_a_larger_size_are_saved_and_read_back(tiny_tree: Path, tmp_path: Path):
+    recipe = write_recipe_file(tmp_path, "r", tiny_tree, cache_size=20, input_size=16,
+                               crop_pct=0.8)
+    run = train(load_recipe(recipe, "cpu"), runs_root=tmp_path / "runs", progress=False)
+    scored = rescore(run, "ten_crop", 20, limit=5)
+    assert scored.logits.shape == (5, 3) and scored.ids == run.logits("test").ids[:5]
+    saved = run.path / "logits_test_ten_crop_20px_first5.npz"
+    assert saved.exists()
+    stamp = saved.stat().st_mtime_ns
+    again = rescore(run, "ten_crop", 20, limit=5)
+    assert saved.stat().st_mtime_ns == stamp and np.array_equal(again.logits, scored.logits)
+    trained, rescored = SeedGroup("r", [run]).rescored_top1("ten_crop", 20, 5)
+    assert rescored == [100 * scored.top1] and len(trained) == 1
+    with pytest.raises(VipnbError, match="below"):
+        rescore(run, "ten_crop", 12)

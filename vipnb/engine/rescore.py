@@ -1,0 +1,40 @@
+"""Re-score a finished run under other test-time views, without retraining.
+
+The MoE paper's † values test "with ten crops and a larger size than training" (§3.2): the
+whole image is resized to `test_size` (larger than the training input) and scored as ten
+crops of the training input size, probabilities averaged. The logits are saved in the run
+directory (`logits_<split>_<views>_<size>px[_first<N>].npz`), so a rerun reads them back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vipnb.data.augment import EvalTransform
+from vipnb.data.sources import load_run_data
+from vipnb.engine.build import load_trained_model
+from vipnb.engine.rundir import RunDir, SplitLogits
+from vipnb.errors import VipnbError
+from vipnb.eval.tta import tta_predict
+
+
+def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
+            device: str = "cpu") -> SplitLogits:
+    """Logits of `run`'s model on `split` (its first `limit` images; 0: all) under `views`
+    of the image resized to `test_size`, crops of the training input size."""
+    tag = f"{split}_{views}_{test_size}px" + (f"_first{limit}" if limit else "")
+    if (run.path / f"logits_{tag}.npz").exists():
+        return run.logits(tag)
+    recipe = run.recipe
+    if test_size < recipe.input_size:
+        raise VipnbError(f"test_size {test_size} is below {recipe.name}'s input size "
+                         f"{recipe.input_size}: the crops are cut from the resized image")
+    source = getattr(load_run_data(recipe), split)
+    count = min(limit or len(source), len(source))
+    model = load_trained_model(recipe, run, len(source.classes), torch.device(device))
+    transform = EvalTransform(test_size, 1.0, tuple(recipe.mean), tuple(recipe.std))
+    outputs = [tta_predict(model, transform(images.to(device)), views, recipe.input_size)
+               for images, _ in source.batches(torch.arange(count), recipe.eval_batch_size)]
+    run.write_logits(tag, torch.cat(outputs).numpy(), source.labels[:count].numpy(),
+                     source.ids[:count], source.classes)
+    return run.logits(tag)
