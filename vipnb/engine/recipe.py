@@ -164,8 +164,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if default is dataclasses.MISSING:
         default = _FIELDS[key].default_factory() if callable(_FIELDS[key].default_factory) else ""
     try:
-        if value is None or key == "data_root":
-            return value if value is None else str(value)
+        if value is None:  # YAML's empty value: "" for text keys
+            return "" if isinstance(default, str) else None
+        if key == "data_root":
+            return str(value)
         if isinstance(default, bool):
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
                 return value.lower() in ("true", "1")
