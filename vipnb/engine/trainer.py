@@ -302,10 +302,10 @@ class Trainer:
 
     def _state(self, next_epoch: int, wall_time: float) -> dict:
         return {"next_epoch": next_epoch, "wall_time_s": wall_time,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(),
-                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                 "recipe": self.recipe.to_dict()}
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "recipe": self.recipe.to_dict()}
 
     def _restore(self) -> tuple[int, float]:
         if not self.run.checkpoint_file.exists():
