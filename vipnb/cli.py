@@ -107,6 +107,15 @@ def _bench(args) -> None:
     from vipnb.bench import bench, write_bench_report
 
     started = time.perf_counter()
+    if args.choices:
+        from vipnb.measure import measure_choices, write_choices_report
+
+        choices = measure_choices()
+        print(json.dumps(choices, indent=1))
+        if args.save:
+            path = write_choices_report(choices, time.perf_counter() - started)
+            print(f"written to {path}", file=sys.stderr)
+        return
     result = bench(model=args.model, epochs=args.epochs, workers=args.workers)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
@@ -174,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure training speed against its ceiling")
     bench.add_argument("--model", help="timm model name (default: the cpu baseline's)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.add_argument("--choices", action="store_true",
+                       help="measure NCHW vs channels_last per cpu model and the crop backends")
     bench.add_argument("--epochs", type=int, default=2, help="measured epochs per loop")
     bench.add_argument("--workers", type=int, default=2, help="reference loop's workers")
     bench.add_argument("--save", action="store_true", help="also write reports/bench/")

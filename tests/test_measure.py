@@ -1,0 +1,26 @@
+"""Measurements that choose per machine: interleaving, the crop backends, the report."""
+
+from vipnb.measure import crop_flip_rates, interleaved_medians, write_choices_report
+
+
+def test_candidates_are_timed_in_turn_and_the_median_counts():
+    calls = []
+    values = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
+    medians = interleaved_medians({name: lambda n=name: calls.append(n) or next(values[n])
+                                   for name in values}, repeats=3)
+    assert calls == ["a", "b"] * 3 and medians == {"a": 2.0, "b": 20.0}
+
+
+def test_crop_backends_are_both_measured():
+    rates = crop_flip_rates(batch=4, cache_size=12, input_size=10, repeats=1)
+    assert set(rates) == {"roi_align, whole batch", "torchvision v2, image by image"}
+    assert all(rate > 0 for rate in rates.values())
+
+
+def test_choices_report_names_the_faster_format(tmp_path):
+    choices = {"memory_format": {"moe_rs50": {"nchw": 100.0, "channels_last": 125.0}},
+               "crop_flip": {"28 px (from 32 px)": {"roi_align, whole batch": 2000.0,
+                                                    "torchvision v2, image by image": 300.0}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert "| moe_rs50 | 100 | 125 | channels_last (×1.25) |" in text
+    assert "| 28 px (from 32 px) | 2000 | 300 |" in text and text.startswith("# Measured")

@@ -1,0 +1,114 @@
+"""Measurements that choose, per machine, what a rule would otherwise decide: the memory
+format of each cpu-profile model and the backend of the batched crop-and-flip transform.
+
+Each candidate is timed several times, interleaved with the others, so a slow spell of the
+machine does not favour one of them; the median counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torchvision.transforms import v2
+
+from vipnb.bench import _compute_rate
+from vipnb.data.augment import TrainTransform
+from vipnb.data.sources import load_run_data
+from vipnb.engine.recipe import load_recipe
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import Trainer, configure_determinism
+
+# The models the cpu profiles train, by the recipe that trains them.
+CPU_MODEL_RECIPES = ("baseline_resnet", "moe_rs50", "moe_rs101", "moe_rs_sd200",
+                     "moe_regnety080", "moe_effnetb4", "moe_effnetv2s")
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], float]],
+                        repeats: int = 3) -> dict[str, float]:
+    """Median of each candidate's rate over `repeats` rounds, candidates taken in turn."""
+    rates = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, rate in candidates.items():
+            rates[name].append(rate())
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def memory_format_rates(recipe_name: str, repeats: int = 3) -> dict[str, float]:
+    """Compute-only training images/s of a recipe's cpu model, NCHW vs channels_last."""
+    trainers = {}
+    for channels_last in (False, True):
+        recipe = load_recipe(recipe_name, "cpu", {"channels_last": channels_last})
+        configure_determinism(recipe)
+        data = load_run_data(recipe)
+        trainers["channels_last" if channels_last else "nchw"] = Trainer(
+            recipe, RunDir("/nonexistent-measure-run"), data, torch.device("cpu"), False)
+    steps = 6
+    return interleaved_medians({name: lambda t=t: _compute_rate(t, steps)
+                                for name, t in trainers.items()}, repeats)
+
+
+def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,
+                    repeats: int = 3) -> dict[str, float]:
+    """Images/s of random-resized-crop + flip + normalise on a uint8 batch: vipnb's one
+    roi_align call for the batch vs torchvision's v2 transforms image by image."""
+    images = torch.randint(0, 256, (batch, 3, cache_size, cache_size), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    batched = TrainTransform(input_size, scale=(0.35, 1.0))
+    per_image = v2.Compose([v2.RandomResizedCrop(input_size, scale=(0.35, 1.0), antialias=True),
+                            v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(batched.mean, batched.std)])
+
+    def rate(transform: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        transform()
+        return batch / (time.perf_counter() - started)
+
+    return interleaved_medians({
+        "roi_align, whole batch": lambda: rate(lambda: batched(images, generator)),
+        "torchvision v2, image by image": lambda: rate(
+            lambda: torch.stack([per_image(image) for image in images])),
+    }, repeats)
+
+
+def measure_choices(repeats: int = 3) -> dict:
+    """Every measurement above, for this machine."""
+    return {
+        "crop_flip": {f"{size} px (from {size + size // 7} px)": crop_flip_rates(
+            cache_size=size + size // 7, input_size=size, repeats=repeats) for size in (28, 224)},
+        "memory_format": {name: memory_format_rates(name, repeats) for name in CPU_MODEL_RECIPES},
+    }
+
+
+def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
+    """reports/bench/choices-<machine>.json and .md, with the report header."""
+    import json
+    import re
+    from pathlib import Path
+
+    from vipnb import paths
+    from vipnb.atomic import write_text_atomic
+    from vipnb.report.header import machine_description, make_header
+
+    machine = machine_description()
+    out_dir = Path(reports_root or paths.reports_root()) / "bench"
+    slug = re.sub(r"[^a-z0-9]+", "-", f"choices-{machine}".lower()).strip("-")
+    header = make_header("cpu" if "no GPU" in machine else "paper", wall_time_s)
+    write_text_atomic(out_dir / f"{slug}.json",
+                      json.dumps({"header": header.as_dict(), **choices}, indent=1))
+    lines = ["# Measured choices: memory format per model, crop-and-flip backend", "",
+             header.as_markdown(), "## Memory format (compute-only training step, images/s)",
+             "", "| recipe (cpu model) | NCHW | channels_last | faster |", "| --- | ---: | ---: | --- |"]
+    for name, rates in choices["memory_format"].items():
+        ratio = rates["channels_last"] / rates["nchw"]
+        faster = "channels_last" if ratio > 1 else "NCHW"
+        lines.append(f"| {name} | {rates['nchw']:.0f} | {rates['channels_last']:.0f} | "
+                     f"{faster} (×{max(ratio, 1 / ratio):.2f}) |")
+    lines += ["", "## Random-resized crop + flip + normalise of a uint8 batch of 256 (images/s)",
+              "", "| output size | " + " | ".join(next(iter(choices["crop_flip"].values())))
+              + " |", "| --- | ---: | ---: |"]
+    for size, rates in choices["crop_flip"].items():
+        lines.append(f"| {size} | " + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")
+    return write_text_atomic(out_dir / f"{slug}.md", "\n".join(lines) + "\n")
