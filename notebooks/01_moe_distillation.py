@@ -285,7 +285,7 @@ display(Markdown(ablations_md.read_text()))
 
 # %%
 N_BEST = 5
-members = [name for name in groups if not name.startswith("moe_rs_sd50_moco")]
+members = [name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 if name]
 ensembles, labels, weights = weighted_ensembles([groups[n] for n in members], N_BEST)
 known = labels >= 0
 ensemble_top1 = [100 * top1(p[known], labels[known]) for p in ensembles]

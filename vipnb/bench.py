@@ -132,20 +132,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_root=None):
-    """reports/bench/<machine>.json and .md, with the report header."""
-    import json
+def bench_report_target(name: str, wall_time_s: float, reports_root=None):
+    """(reports/bench/<name and machine>, its report header): where a bench report goes."""
     import re
     from pathlib import Path
 
     from vipnb import paths
-    from vipnb.atomic import write_text_atomic
     from vipnb.report.header import make_header
 
-    out_dir = Path(reports_root or paths.reports_root()) / "bench"
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{result.machine}-{result.model}".lower()).strip("-")
-    header = make_header("cpu" if "no GPU" in result.machine else "paper", wall_time_s)
-    write_text_atomic(out_dir / f"{slug}.json",
+    machine = machine_description()
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{machine}-{name}".lower()).strip("-")
+    header = make_header("cpu" if "no GPU" in machine else "paper", wall_time_s)
+    return Path(reports_root or paths.reports_root()) / "bench" / slug, header
+
+
+def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_root=None):
+    """reports/bench/<machine>-<model>.json and .md, with the report header."""
+    import json
+
+    from vipnb.atomic import write_text_atomic
+
+    target, header = bench_report_target(result.model, wall_time_s, reports_root)
+    write_text_atomic(target.with_suffix(".json"),
                       json.dumps({"header": header.as_dict(), **result.as_dict()}, indent=1))
     rows = [("compute-only (synthetic tensors)", result.compute_images_per_s),
             ("vipnb trainer (cached data, batched transforms)", result.vipnb_images_per_s),
@@ -157,4 +165,4 @@ def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_ro
              f"efficiency (vipnb / compute) = **{result.efficiency:.2f}** · speedup (vipnb / "
              f"reference) = **{result.speedup:.2f}** · bf16 {result.bf16} · channels_last "
              f"{result.channels_last}", "", f"versions: {result.versions}"]
-    return write_text_atomic(out_dir / f"{slug}.md", "\n".join(lines) + "\n")
+    return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-from vipnb.bench import _compute_rate
+from vipnb.bench import _compute_rate, bench_report_target
 from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine.recipe import load_recipe
@@ -85,18 +85,11 @@ def measure_choices(repeats: int = 3) -> dict:
 def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
     """reports/bench/choices-<machine>.json and .md, with the report header."""
     import json
-    import re
-    from pathlib import Path
 
-    from vipnb import paths
     from vipnb.atomic import write_text_atomic
-    from vipnb.report.header import machine_description, make_header
 
-    machine = machine_description()
-    out_dir = Path(reports_root or paths.reports_root()) / "bench"
-    slug = re.sub(r"[^a-z0-9]+", "-", f"choices-{machine}".lower()).strip("-")
-    header = make_header("cpu" if "no GPU" in machine else "paper", wall_time_s)
-    write_text_atomic(out_dir / f"{slug}.json",
+    target, header = bench_report_target("choices", wall_time_s, reports_root)
+    write_text_atomic(target.with_suffix(".json"),
                       json.dumps({"header": header.as_dict(), **choices}, indent=1))
     lines = ["# Measured choices: memory format per model, crop-and-flip backend", "",
              header.as_markdown(), "## Memory format (compute-only training step, images/s)",
@@ -111,4 +104,4 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
               + " |", "| --- | ---: | ---: |"]
     for size, rates in choices["crop_flip"].items():
         lines.append(f"| {size} | " + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")
-    return write_text_atomic(out_dir / f"{slug}.md", "\n".join(lines) + "\n")
+    return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -15,7 +15,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vipnb.data.augment import EvalTransform
 from vipnb.data.sources import SplitSource
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer, _seed_epoch
@@ -58,11 +57,9 @@ class MocoTrainer(Trainer):
     def _features(self, source: SplitSource) -> torch.Tensor:
         backbone = self.model.encoder_q.backbone
         backbone.eval()
-        transform = EvalTransform(self.recipe.input_size, self.recipe.crop_pct,
-                                  tuple(self.recipe.mean), tuple(self.recipe.std))
         batches = source.batches(torch.arange(len(source)), self.recipe.eval_batch_size)
-        return torch.cat([F.normalize(backbone(transform(images.to(self.device))).float(), dim=1)
-                          for images, _ in batches])
+        return torch.cat([F.normalize(backbone(self.eval_transform(images.to(self.device))).float(),
+                                      dim=1) for images, _ in batches])
 
     def _evaluate(self, source: SplitSource) -> dict:
         accuracy = knn_top1(self._features(self.data.train), self.data.train.labels,
