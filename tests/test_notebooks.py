@@ -34,3 +34,19 @@ def test_committed_twin_holds_outputs_only_for_checked_cells(name: str):
     for cell in twin.cells:
         if cell.cell_type == "code" and cell.outputs:
             assert "nbval-check-output" in cell.metadata.get("tags", [])
+
+
+def test_a_refresh_keeps_the_ids_of_unchanged_cells():
+    import nbformat
+
+    from vipnb.notebooks import keep_cell_ids
+
+    def notebook(sources, ids):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(s, id=i) for s, i in zip(sources, ids, strict=True)]
+        return nb
+
+    previous = notebook(["a = 1", "print(a)", "print(a)"], ["id-a", "id-p1", "id-p2"])
+    fresh = notebook(["a = 1", "a += 1", "print(a)", "print(a)"], ["n1", "n2", "n3", "n4"])
+    keep_cell_ids(fresh, previous)
+    assert [cell.id for cell in fresh.cells] == ["id-a", "n2", "id-p1", "id-p2"]

@@ -47,9 +47,22 @@ def refresh_notebook(name: str) -> Path:
     # Pairing is declared once for the repo in jupytext.toml, not in each notebook.
     notebook.metadata.get("jupytext", {}).pop("formats", None)
     target = source.with_suffix(".ipynb")
+    if target.exists():
+        keep_cell_ids(notebook, jupytext.read(target))
     jupytext.write(notebook, target, fmt="ipynb")
     jupytext.write(notebook, source, fmt="py:percent")  # the canonical text of the twin
     return target
+
+
+def keep_cell_ids(notebook, previous) -> None:
+    """Give each cell the id of the previous twin's cell with the same source, so a refresh
+    rewrites only the cells that changed (jupytext draws new ids on every read)."""
+    ids = {}
+    for cell in previous.cells:
+        ids.setdefault(cell.source, []).append(cell.get("id"))
+    for cell in notebook.cells:
+        if ids.get(cell.source):
+            cell["id"] = ids[cell.source].pop(0)
 
 
 def pair_drift(source: Path) -> list[str]:
