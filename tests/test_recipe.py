@@ -80,3 +80,24 @@ def test_every_shipped_recipe_resolves_for_every_profile(path: Path):
     assert read_recipe_file(path)["name"] == path.stem
     for profile in PROFILES:
         load_recipe(path, profile)
+
+
+def test_extends_inherits_settings_and_description_and_refuses_a_circle(tmp_path):
+    def write(name, **document):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **document}))
+        return tmp_path / f"{name}.yaml"
+
+    profiles = {"smoke": {"epochs": 1}, "cpu": {"epochs": 5}, "paper": {"epochs": 90}}
+    parent = write("parent", description="the parent row", base={"lr": 0.2}, profiles=profiles)
+    child = write("child", extends=str(parent), base={"drop_path_rate": 0.2},
+                  profiles={"cpu": {"lr": 0.05}})
+    recipe = load_recipe(child, "cpu")
+    assert (recipe.name, recipe.description) == ("child", "the parent row")
+    assert (recipe.epochs, recipe.lr, recipe.drop_path_rate) == (5, 0.05, 0.2)
+    assert load_recipe(child, "paper").lr == 0.2
+    own = write("own", extends=str(parent), description="its own words")
+    assert load_recipe(own, "smoke").description == "its own words"
+    write("a", extends=str(tmp_path / "b.yaml"))
+    write("b", extends=str(tmp_path / "a.yaml"))
+    with pytest.raises(VipnbError, match="circle"):
+        load_recipe(tmp_path / "a.yaml", "cpu")

@@ -3,8 +3,9 @@
 A recipe file has the keys `name`, `description`, `paper` (the number the paper reports,
 for the report table), `base` (settings shared by all profiles), `profiles` (`smoke`,
 `cpu`, `paper`: settings that override `base`) and optionally `extends` (another recipe
-whose settings this one starts from: a table row that adds one thing to another row). Resolving a file for one profile gives a
-validated, flat `Recipe`; its hash names the run directory, so a finished run is reused.
+whose settings and description this one starts from: a table row that adds one thing to
+another row). Resolving a file for one profile gives a validated, flat `Recipe`; its hash
+names the run directory, so a finished run is reused.
 """
 
 from __future__ import annotations
@@ -231,29 +232,25 @@ def load_recipe(name_or_path: str | Path, profile: str = "cpu",
         raise VipnbError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     path = find_recipe(name_or_path)
     document = read_recipe_file(path)
-    values = {"name": document["name"], "description": _description(path),
-              **_settings(path, profile), "profile": profile, **(overrides or {})}
+    values = {"name": document["name"], **_settings(path, profile), "profile": profile,
+              **(overrides or {})}
     return from_dict(values, source=f"{path} (profile {profile})")
 
 
 def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """base ← profiles[profile] of a recipe file, on top of those of the file it `extends`."""
+    """description, base ← profiles[profile] of a recipe file, on top of those of the file
+    it `extends`."""
     if path in seen:
         chain = " → ".join(str(p.name) for p in (*seen, path))
         raise VipnbError(f"{path}: `extends` goes round in a circle: {chain}")
     document = read_recipe_file(path)
-    inherited = {}
+    inherited = {"description": ""}
     if "extends" in document:
         inherited = _settings(find_recipe(document["extends"]), profile, (*seen, path))
+    own = {"description": document["description"]} if document.get("description") else {}
     profiles = document.get("profiles") or {}
-    return {**inherited, **(document.get("base") or {}), **(profiles.get(profile) or {})}
-
-
-def _description(path: Path) -> str:
-    document = read_recipe_file(path)
-    if document.get("description") or "extends" not in document:
-        return document.get("description", "")
-    return _description(find_recipe(document["extends"]))
+    return {**inherited, **own, **(document.get("base") or {}),
+            **(profiles.get(profile) or {})}
 
 
 def paper_reference(name_or_path: str | Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir
-from vipnb.eval.ensemble import softmax, top_models_weights, weighted_score_average
+from vipnb.eval.ensemble import top_models_weights, weighted_score_average
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy, top1
 from vipnb.report.header import ReportHeader
 from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
@@ -33,7 +33,8 @@ class SeedGroup:
 
     def ensemble_top1(self, split: str = "test") -> float:
         """Top-1 (percent) of the seeds' averaged softmax scores, from the saved logits."""
-        probabilities = np.mean([softmax(run.logits(split).logits) for run in self.runs], axis=0)
+        probabilities = weighted_score_average([run.logits(split).logits for run in self.runs],
+                                               [1.0] * len(self.runs))
         reference = self.runs[0].logits(split)
         known = reference.labels >= 0
         return 100 * top1(probabilities[known], reference.labels[known])
