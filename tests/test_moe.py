@@ -67,7 +67,7 @@ def test_objective_sums_experts_and_adds_weighted_diversity():
     targets = torch.softmax(torch.randn(5, 4), -1)
     recipe = from_dict({"name": "x", "loss": "positive_class", "diversity_weight": 0.2})
     expected = sum(positive_class_loss(z, targets) for z in logits) + 0.2 * diversity_loss(logits)
-    assert Objective(recipe)(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert Objective(recipe, 4)(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_distilled_experts_then_fusion_through_the_trainer(tiny_tree: Path, tmp_path: Path):

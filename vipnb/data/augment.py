@@ -3,7 +3,8 @@
 The per-image PIL pipeline of torchvision/timm (RandomResizedCrop, RandomHorizontalFlip,
 Normalize) is reproduced batch-wide on the device that trains: crops are sampled with
 torchvision's algorithm and cut out and resized in one `torchvision.ops.roi_align` call.
-AutoAugment, when asked for, runs batched too (`vipnb.data.autoaugment`).
+AutoAugment and the fusion-coverage paper's vertical flip, colour jitter and Gaussian noise,
+when asked for, run batched too (`vipnb.data.autoaugment`, `vipnb.data.photometric`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torchvision.ops import roi_align
 
 from vipnb.data.autoaugment import AutoAugmentDraws, BatchAutoAugment
+from vipnb.data.photometric import BatchPhotometric, PhotometricDraws
 from vipnb.errors import VipnbError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,7 +34,11 @@ class TrainTransform:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     auto_augment: str = ""
+    vflip: float = 0.0
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    gaussian_noise: float = 0.0
     _auto_augment: BatchAutoAugment | None = field(init=False, repr=False, compare=False)
+    _photometric: BatchPhotometric = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.auto_augment not in AUTO_AUGMENT_CHOICES:
@@ -40,6 +46,8 @@ class TrainTransform:
                              f"{', '.join(map(repr, AUTO_AUGMENT_CHOICES))} ('' is off)")
         object.__setattr__(self, "_auto_augment",
                            BatchAutoAugment() if self.auto_augment else None)
+        object.__setattr__(self, "_photometric", BatchPhotometric(
+            self.vflip, tuple(self.color_jitter), self.gaussian_noise))
 
     def sample(self, n: int, height: int, width: int,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +65,14 @@ class TrainTransform:
         so runs without AutoAugment see the same random stream as before it existed."""
         return self._auto_augment.sample(n, generator) if self._auto_augment else None
 
+    def sample_photometric(self, n: int, generator: torch.Generator) -> PhotometricDraws | None:
+        """Vertical flip, colour jitter and noise draws for `n` images; None (and nothing
+        drawn) when all three are off."""
+        return self._photometric.sample(n, generator) if self._photometric.enabled else None
+
     def apply(self, batch: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
-              auto_augment_draws: AutoAugmentDraws | None = None):
+              auto_augment_draws: AutoAugmentDraws | None = None,
+              photometric_draws: PhotometricDraws | None = None):
         n = len(batch)
         images = crop_and_resize(batch, boxes.to(batch.device), self.input_size)
         images = torch.where(flips.to(batch.device).view(n, 1, 1, 1), images.flip(-1), images)
@@ -69,11 +83,18 @@ class TrainTransform:
             # AutoAugment works on uint8 pixels, as on the PIL image before ToTensor.
             pixels = images.round().clamp(0, 255).to(torch.uint8)
             images = self._auto_augment.apply(pixels, auto_augment_draws).float()
+        if self._photometric.enabled:
+            if photometric_draws is None:
+                raise ValueError("vflip/color_jitter/gaussian_noise need the draws of "
+                                 "sample_photometric() passed as photometric_draws")
+            images = self._photometric.apply(images, photometric_draws)
         return normalize(images, self.mean, self.std)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        boxes, flips = self.sample(len(batch), *batch.shape[-2:], generator)
-        return self.apply(batch, boxes, flips, self.sample_auto_augment(len(batch), generator))
+        n = len(batch)
+        boxes, flips = self.sample(n, *batch.shape[-2:], generator)
+        return self.apply(batch, boxes, flips, self.sample_auto_augment(n, generator),
+                          self.sample_photometric(n, generator))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,13 @@ def load_run_data(recipe) -> RunData:
                                          workers=recipe.workers)
         if sources[split].skipped:
             log.warning("%s: skipped %d unreadable images", split, len(sources[split].skipped))
-    return RunData(sources["train"], sources["val"], sources["test"], root)
+    data = RunData(sources["train"], sources["val"], sources["test"], root)
+    if recipe.coverage_classes:  # the fusion-coverage paper's targeted training set (§III.E)
+        from vipnb.data.coverage import coverage_run_data  # it builds on this module
+
+        data = coverage_run_data(data, recipe.coverage_classes, recipe.coverage_per_hard,
+                                 recipe.coverage_per_other, recipe.seed)
+    return data
 
 
 def _first_per_class(files: ImageList, total: int) -> ImageList:

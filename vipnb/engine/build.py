@@ -10,14 +10,18 @@ from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
+from vipnb.models.init import xavier_init_
 from vipnb.models.moe import MixtureOfExperts
 
 
 def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
     def make() -> nn.Module:
-        return timm.create_model(recipe.model, pretrained=False, num_classes=num_classes,
-                                 drop_rate=recipe.drop_rate,
-                                 drop_path_rate=recipe.drop_path_rate, **recipe.model_kwargs)
+        # timm drops None arguments: models without stochastic depth (DenseNet) refuse it.
+        model = timm.create_model(recipe.model, pretrained=False, num_classes=num_classes,
+                                  drop_rate=recipe.drop_rate,
+                                  drop_path_rate=recipe.drop_path_rate or None,
+                                  **recipe.model_kwargs)
+        return xavier_init_(model) if recipe.init == "xavier" else model
 
     if recipe.experts > 1:
         return MixtureOfExperts(make, recipe.experts, recipe.shared_stages, recipe.fusion)

@@ -1,33 +1,80 @@
 """The training loss of a recipe, from the model's output and the (mixed, smoothed) targets.
 
-Per head: soft-target cross-entropy (MoE eq. 3) or cross-entropy + cosine (eq. 4, the VIPF
-positive-class loss); a mixture of experts sums it over experts (eq. 5) and adds λ times the
-diversity loss (eq. 8); with a teacher, the targets become eq. 2's mix of labels and the
-teacher's softmax on the same augmented images.
+Per head: soft-target cross-entropy (MoE eq. 3), cross-entropy + cosine (eq. 4, the VIPF
+positive-class loss), or one of the fusion-coverage paper's robust losses (Taylor
+cross-entropy, bi-tempered logistic, DSB focal). A mixture of experts sums the head loss
+over experts (eq. 5) and adds λ times the diversity loss (eq. 8); with a teacher, the
+targets become eq. 2's mix of labels and the teacher's softmax on the same augmented images.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import nn
 
 from vipnb.engine.recipe import Recipe
 from vipnb.losses import (
+    SemanticScaleStore,
+    bi_tempered_logistic_loss,
     distillation_targets,
     diversity_loss,
+    dsb_focal_loss,
     positive_class_loss,
     soft_cross_entropy,
+    taylor_cross_entropy,
 )
-
-HEAD_LOSSES = {"soft_ce": soft_cross_entropy, "positive_class": positive_class_loss}
 
 
 class Objective:
-    def __init__(self, recipe: Recipe, teacher: nn.Module | None = None):
-        self.head_loss = HEAD_LOSSES[recipe.loss]
+    def __init__(self, recipe: Recipe, num_classes: int, teacher: nn.Module | None = None):
         self.diversity_weight = recipe.diversity_weight
         self.label_weight = recipe.distill_label_weight
         self.teacher = teacher
+        # DSB focal weighs each class by 1 / its semantic scale, measured on a store of the
+        # features the model has produced lately; uniform until the store has filled.
+        self.scale_store = (SemanticScaleStore(num_classes, recipe.semantic_scale_store)
+                            if recipe.loss == "dsb_focal" else None)
+        self.class_weights = torch.ones(num_classes)
+        self.head_loss = {
+            "soft_ce": soft_cross_entropy,
+            "positive_class": positive_class_loss,
+            "taylor_ce": partial(taylor_cross_entropy, order=recipe.taylor_order),
+            "bi_tempered": partial(bi_tempered_logistic_loss, t1=recipe.bi_tempered_t1,
+                                   t2=recipe.bi_tempered_t2),
+            "dsb_focal": self._dsb_focal,
+        }[recipe.loss]
+        self.gamma = recipe.focal_gamma
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether `observe` wants the features the classifier sees."""
+        return self.scale_store is not None
+
+    def observe(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Store the batch's features under its (dominant) classes."""
+        self.scale_store.update(features.detach().float(), targets.argmax(1))
+
+    def start_epoch(self) -> None:
+        """Refresh the DSB class weights from the features stored during the last epoch."""
+        if self.scale_store is not None:
+            self.class_weights = self.scale_store.class_weights()
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue as if uninterrupted: the feature store."""
+        if self.scale_store is None:
+            return {}
+        return {"scale_store": self.scale_store.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The weights follow from the store at the next `start_epoch`."""
+        if self.scale_store is not None and state:
+            self.scale_store.load_state_dict(state["scale_store"])
+
+    def _dsb_focal(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weights = self.class_weights.to(logits.device)
+        return dsb_focal_loss(logits, targets, weights, gamma=self.gamma)
 
     def targets(self, inputs: torch.Tensor, label_targets: torch.Tensor) -> torch.Tensor:
         """l_train: the label targets, mixed with the teacher's prediction when distilling."""

@@ -51,6 +51,7 @@ class Recipe:
     shared_stages: int = 2  # stages of the trunk the experts share
     fusion: bool = False  # train only a linear fusion of the experts (needs init_from)
     init_from: str = ""  # a recipe whose finished run (same profile and seed) gives the weights
+    init: str = "timm"  # timm: the model's own initialisation | xavier: Glorot on conv and linear
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -60,6 +61,9 @@ class Recipe:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     auto_augment: str = ""  # "" | original: AutoAugment's ImageNet policy, batched
+    vflip: float = 0.0  # probability of a vertical flip
+    color_jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, saturation, hue
+    gaussian_noise: float = 0.0  # amplitude (uint8 levels) of per-pixel noise shared by channels
     random_erasing: float = 0.0  # probability per image (timm's RandomErasing, pixel mode)
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -68,10 +72,19 @@ class Recipe:
     mixup_off_epochs: int = 0  # Mixup/CutMix switched off for the last K epochs
     label_smoothing: float = 0.0
     # loss
-    loss: str = "soft_ce"  # soft_ce | positive_class (cross-entropy + cosine)
+    loss: str = "soft_ce"  # soft_ce | positive_class | taylor_ce | bi_tempered | dsb_focal
+    taylor_order: int = 2  # t of the Taylor cross-entropy
+    bi_tempered_t1: float = 0.8  # temperatures of the bi-tempered logistic loss
+    bi_tempered_t2: float = 1.2
+    focal_gamma: float = 2.0  # γ of the (DSB) focal loss
+    semantic_scale_store: int = 64  # features kept per class to measure its semantic scale
     diversity_weight: float = 0.0  # λ of the experts' diversity loss
     teacher: str = ""  # a recipe whose finished run (same profile and seed) distils into this
     distill_label_weight: float = 0.5  # weight of the labels beside the teacher's softmax
+    # result coverage: train on the hard classes (resampled) plus one "other" class
+    coverage_classes: tuple[int, ...] = ()
+    coverage_per_hard: int = 500  # images per hard class after resampling
+    coverage_per_other: int = 5  # images from every other class, pooled into "other"
     # self-supervised stage
     stage: str = "supervised"  # supervised | moco (MoCo-v2 pretraining of the backbone)
     moco_dim: int = 128
@@ -136,8 +149,8 @@ _CHOICES = {
     "profile": PROFILES, "dataset": ("fashion50", "folder"), "data_cache": ("memory", "stream"),
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
-    "loss": ("soft_ce", "positive_class"), "stage": ("supervised", "moco"),
-    "auto_augment": ("", "original"),
+    "loss": ("soft_ce", "positive_class", "taylor_ce", "bi_tempered", "dsb_focal"),
+    "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),
 }
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from")
@@ -183,7 +196,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return float(value)
         if isinstance(default, tuple):
             items = yaml.safe_load(value) if isinstance(value, str) else value
-            return tuple(float(v) for v in items)
+            item_type = int if "int" in str(_FIELDS[key].type) else float
+            if item_type is int and any(float(v) != int(float(v)) for v in items):
+                raise ValueError("expected whole numbers")
+            return tuple(item_type(float(v)) for v in items)
         if isinstance(default, dict):
             items = yaml.safe_load(value) if isinstance(value, str) else value
             if not isinstance(items, dict):

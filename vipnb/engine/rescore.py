@@ -2,8 +2,10 @@
 
 The MoE paper's † values test "with ten crops and a larger size than training" (§3.2): the
 whole image is resized to `test_size` (larger than the training input) and scored as ten
-crops of the training input size, probabilities averaged. The logits are saved in the run
-directory (`logits_<split>_<views>_<size>px[_first<N>].npz`), so a rerun reads them back.
+crops of the training input size, probabilities averaged. The fusion-coverage paper's test
+sizes feed the whole resized image (`crop_size` = `test_size`) under its TTA views. The
+logits are saved in the run directory
+(`logits_<split>_<views>_<size>px[_crop<C>][_first<N>].npz`), so a rerun reads them back.
 """
 
 from __future__ import annotations
@@ -19,21 +21,26 @@ from vipnb.eval.tta import tta_predict
 
 
 def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
-            device: str = "cpu") -> SplitLogits:
+            device: str = "cpu", crop_size: int | None = None) -> SplitLogits:
     """Logits of `run`'s model on `split` (its first `limit` images; 0: all) under `views`
-    of the image resized to `test_size`, crops of the training input size."""
-    tag = f"{split}_{views}_{test_size}px" + (f"_first{limit}" if limit else "")
+    of the image resized to `test_size`, crops of `crop_size` (default: the training input
+    size)."""
+    recipe = run.recipe
+    crop_size = crop_size or recipe.input_size
+    tag = (f"{split}_{views}_{test_size}px" + (f"_crop{crop_size}" if crop_size !=
+                                                recipe.input_size else "")
+           + (f"_first{limit}" if limit else ""))
     if (run.path / f"logits_{tag}.npz").exists():
         return run.logits(tag)
-    recipe = run.recipe
-    if test_size < recipe.input_size:
-        raise VipnbError(f"test_size {test_size} is below {recipe.name}'s input size "
-                         f"{recipe.input_size}: the crops are cut from the resized image")
+    if test_size < crop_size:
+        raise VipnbError(f"test_size {test_size} is below the crop size {crop_size} of "
+                         f"{recipe.name}: the crops are cut from the resized image")
     source = getattr(load_run_data(recipe), split)
     count = min(limit or len(source), len(source))
     model = load_trained_model(recipe, run, len(source.classes), torch.device(device))
     transform = EvalTransform(test_size, 1.0, tuple(recipe.mean), tuple(recipe.std))
-    outputs = [tta_predict(model, transform(images.to(device)), views, recipe.input_size)
+    outputs = [tta_predict(model, transform(images.to(device)), views, crop_size,
+                           mean=tuple(recipe.mean), std=tuple(recipe.std))
                for images, _ in source.batches(torch.arange(count), recipe.eval_batch_size)]
     run.write_logits(tag, torch.cat(outputs).numpy(), source.labels[:count].numpy(),
                      source.ids[:count], source.classes)

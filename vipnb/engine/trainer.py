@@ -104,11 +104,14 @@ class Trainer:
         )
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema_decay else None
         self.mixup = _make_mixup(recipe, self.num_classes)
-        self.objective = Objective(recipe, self._teacher(starts_from.get("teacher")))
+        self.objective = Objective(recipe, self.num_classes,
+                                   self._teacher(starts_from.get("teacher")))
+        self._classifier_inputs = self._capture_classifier_inputs()
         self.train_transform = TrainTransform(recipe.input_size, tuple(recipe.scale),
                                               tuple(recipe.ratio), recipe.hflip,
                                               tuple(recipe.mean), tuple(recipe.std),
-                                              recipe.auto_augment)
+                                              recipe.auto_augment, recipe.vflip,
+                                              tuple(recipe.color_jitter), recipe.gaussian_noise)
         self.eval_transform = EvalTransform(recipe.input_size, recipe.crop_pct,
                                             tuple(recipe.mean), tuple(recipe.std))
         self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
@@ -155,6 +158,7 @@ class Trainer:
     def _train_one_epoch(self, epoch: int) -> tuple[float, float]:
         """One epoch; returns the mean training loss and the images/s of all processes."""
         self.model.train()
+        self.objective.start_epoch()
         generator = _seed_epoch(self.recipe.seed, epoch)
         order = torch.randperm(len(self.data.train), generator=generator)
         order = order[: self.steps_per_epoch * self.batch_size]
@@ -163,6 +167,7 @@ class Trainer:
         size = self.recipe.cache_size
         boxes, flips = self.train_transform.sample(len(order), size, size, generator)
         auto_augment = self.train_transform.sample_auto_augment(len(order), generator)
+        photometric = self.train_transform.sample_photometric(len(order), generator)
         mine = self._my_positions()
         if self.mixup is not None:
             self.mixup.mixup_enabled = epoch < self.recipe.epochs - self.recipe.mixup_off_epochs
@@ -177,7 +182,8 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             inputs = self.train_transform.apply(
                 images, boxes[positions], flips[positions],
-                None if auto_augment is None else auto_augment[positions])
+                None if auto_augment is None else auto_augment[positions],
+                None if photometric is None else photometric[positions])
             if self.random_erasing is not None:
                 inputs = self.random_erasing(inputs)
             if self.mixup is not None and self.mixup.mixup_enabled:
@@ -211,6 +217,21 @@ class Trainer:
         starts = torch.arange(self.steps_per_epoch) * self.batch_size + self.dist.rank * share
         return (starts[:, None] + torch.arange(share)[None, :]).reshape(-1)
 
+    def _capture_classifier_inputs(self) -> list[torch.Tensor]:
+        """The features the classifier sees, caught by a hook, for losses that need them."""
+        caught: list[torch.Tensor] = []
+        if not self.objective.needs_features:
+            return caught
+        if self.recipe.experts > 1:
+            raise VipnbError(f"{self.recipe.name}: loss {self.recipe.loss} measures one "
+                             "classifier's features; train it with `experts: 1`")
+        def catch(module, inputs, output):
+            if module.training:  # not while evaluating
+                caught.append(inputs[0])
+
+        self.model.get_classifier().register_forward_hook(catch)
+        return caught
+
     def _teacher(self, run: RunDir | None) -> torch.nn.Module | None:
         if run is None:
             return None
@@ -228,7 +249,10 @@ class Trainer:
         try:
             with self._autocast():
                 targets = self.objective.targets(inputs, targets)
-                return self.objective(self.forward(inputs), targets)
+                outputs = self.forward(inputs)
+                if self._classifier_inputs:
+                    self.objective.observe(self._classifier_inputs.pop(), targets)
+                return self.objective(outputs, targets)
         except torch.cuda.OutOfMemoryError:
             raise VipnbError(
                 f"out of GPU memory at micro-batch {self.micro_batch} (global batch "
@@ -270,7 +294,9 @@ class Trainer:
                     outputs.append(model(inputs).float().cpu())
                 else:
                     outputs.append(tta_predict(model, inputs, self.recipe.eval_views,
-                                               self.recipe.input_size).float().cpu())
+                                               self.recipe.input_size,
+                                               mean=tuple(self.recipe.mean),
+                                               std=tuple(self.recipe.std)).float().cpu())
         return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.num_classes))
 
     def _evaluate(self, source: SplitSource) -> dict:
@@ -305,6 +331,7 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
+                "objective": self.objective.state_dict(),
                 "recipe": self.recipe.to_dict()}
 
     def _restore(self) -> tuple[int, float]:
@@ -316,6 +343,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        self.objective.load_state_dict(state.get("objective") or {})
         log.info("resumed %s at epoch %d", self.run.path, state["next_epoch"])
         return int(state["next_epoch"]), float(state["wall_time_s"])
 
