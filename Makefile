@@ -1,5 +1,6 @@
 # make test       set up .venv + data, then the whole test suite with nbval over every notebook
 # make reproduce  set up, then run every notebook headless at the cpu profile → reports/
+#                 (NOTEBOOKS=04 reruns only notebook 04)
 # make lab        JupyterLab on notebooks/ with the project's kernel
 PYTHON ?= python3
 VENV := .venv
@@ -7,6 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SEEDS ?= [0,1,2]
+NOTEBOOKS ?= --all
 # Tests write their reports and runs here, never over the committed reports/.
 TEST_OUT := $(CURDIR)/build/test
 
@@ -32,7 +34,7 @@ test: setup
 	  $(BIN)/python -m pytest -q tests --nbval-lax notebooks/*.ipynb
 
 reproduce: setup
-	$(BIN)/vipnb run --all --profile cpu -p seeds='$(SEEDS)'
+	$(BIN)/vipnb run $(NOTEBOOKS) --profile cpu -p seeds='$(SEEDS)'
 
 lab: setup
 	$(BIN)/python -m ipykernel install --user --name vipnb --display-name "vipnb (.venv)"
