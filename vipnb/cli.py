@@ -12,6 +12,8 @@ from vipnb.errors import VipnbError
 
 
 def _data(args) -> None:
+    if args.dataset in ("fashion50", "vipriors", "fashion-boxes") and args.out is None:
+        raise VipnbError(f"`vipnb data {args.dataset}` needs --out DIR")
     if args.dataset == "fashion50":
         from vipnb.data.fashion50 import build_fashion50
 
@@ -26,6 +28,18 @@ def _data(args) -> None:
         report = build_vipriors(args.imagenet, args.splits, args.out, classes=args.classes,
                                 mode=args.mode)
         print(report.summary())
+    elif args.dataset == "fashion-boxes":
+        from vipnb.data.fashion_boxes import build_fashion_boxes
+
+        out = build_fashion_boxes(args.out, seed=args.seed)
+        print(f"fashion-boxes ready at {out} (read it with `vipnb data cub --root {out}`)")
+    elif args.dataset == "cub":
+        from vipnb.data.cub import cub_summary, read_cub
+
+        if args.root is None:
+            raise VipnbError("`vipnb data cub` needs --root DIR, the CUB_200_2011 folder "
+                             "holding images.txt")
+        print(cub_summary(read_cub(args.root, check_images=True)))
 
 
 def _cluster(args):
@@ -142,10 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vipnb", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="build a dataset in the VIPriors layout")
-    data.add_argument("dataset", choices=["fashion50", "vipriors"])
-    data.add_argument("--out", required=True, help="output directory")
-    data.add_argument("--seed", type=int, default=0, help="fashion50: split seed")
+    data = commands.add_parser("data", help="build a dataset in the VIPriors layout "
+                               "(fashion50, vipriors) or CUB's (fashion-boxes), or check CUB")
+    data.add_argument("dataset", choices=["fashion50", "vipriors", "fashion-boxes", "cub"])
+    data.add_argument("--out", help="output directory (fashion50, vipriors, fashion-boxes)")
+    data.add_argument("--root", help="cub: the CUB_200_2011 folder holding images.txt")
+    data.add_argument("--seed", type=int, default=0,
+                      help="fashion50: split seed; fashion-boxes: draw and layout seed")
     data.add_argument("--per-class", type=int, default=50, help="fashion50: train/val per class")
     data.add_argument("--imagenet", help="vipriors: ImageNet-2012 root with train/ and val/")
     data.add_argument("--splits", help="vipriors: folder of train/val/test.pickle")

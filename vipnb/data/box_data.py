@@ -1,0 +1,69 @@
+"""The data of a box-regression run: uint8 images with their class and normalised object box,
+from CUB-200-2011 or its built-in stand-in fashion-boxes (the same file format)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vipnb import paths
+from vipnb.data.cub import decode_cub, read_cub
+from vipnb.errors import VipnbError
+
+
+@dataclass(frozen=True)
+class BoxSplit:
+    images: torch.Tensor  # uint8 [N, 3, S, S]
+    labels: torch.Tensor  # int64 [N]
+    boxes: torch.Tensor  # float32 [N, 4], x1 y1 x2 y2 in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class BoxData:
+    train: BoxSplit
+    test: BoxSplit
+    classes: list[str]
+
+
+def box_data_root(recipe) -> Path:
+    """`data_root` as given, or fashion-boxes built on first use at its default place."""
+    if recipe.dataset == "fashion_boxes" and not recipe.data_root:
+        from vipnb.data.fashion_boxes import build_fashion_boxes
+
+        return build_fashion_boxes(paths.data_root() / "fashion_boxes")
+    if recipe.dataset == "fashion_boxes":
+        return Path(recipe.data_root)
+    if recipe.dataset == "cub":
+        if not recipe.data_root:
+            raise VipnbError(f"recipe {recipe.name}: dataset `cub` needs `data_root`, the "
+                             "CUB_200_2011 folder (with images.txt); pass -p data_root=DIR")
+        return Path(recipe.data_root)
+    raise VipnbError(f"recipe {recipe.name}: a box model trains on dataset `fashion_boxes` or "
+                     f"`cub`, not {recipe.dataset!r}")
+
+
+def load_box_data(recipe) -> BoxData:
+    """Both splits decoded at `cache_size`, restricted to `class_subset` (relabelled 0..n-1 in
+    the subset's order) when the recipe names one."""
+    index = read_cub(box_data_root(recipe))
+    subset = list(recipe.class_subset) or list(range(len(index.classes)))
+    unknown = [c for c in subset if not 0 <= c < len(index.classes)]
+    if unknown:
+        raise VipnbError(f"recipe {recipe.name}: class_subset names classes {unknown}, but the "
+                         f"data has {len(index.classes)} (0-based indices)")
+    relabel = np.full(len(index.classes), -1)
+    relabel[subset] = np.arange(len(subset))
+    splits = {}
+    for split in ("train", "test"):
+        part = index.split(split)
+        part = part.subset(relabel[part.labels] >= 0)
+        images, boxes = decode_cub(part, recipe.cache_size)
+        labels = torch.from_numpy(relabel[part.labels]).long()
+        splits[split] = BoxSplit(images, labels, boxes.float())
+    return BoxData(splits["train"], splits["test"], [index.classes[c] for c in subset])
