@@ -34,15 +34,18 @@ class Recipe:
     description: str = ""
     # data
     dataset: str = "fashion50"  # fashion50 | folder (any VIPriors-layout root, e.g. imagenet_50)
+    # | fashion_boxes | cub: images with one object box each (CUB-200-2011's file format)
     data_root: str | None = None
     data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
     cache_size: int = 32  # every image is resized to cache_size × cache_size once
     interpolation: str = "bilinear"
     skip_bad_images: bool = False
+    class_subset: tuple[int, ...] = ()  # box data: train and test on these classes only
     train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
     workers: int = 0
     # model
+    architecture: str = "timm"  # timm: `model` as is | mtl_moe: `model` under a sparse MoE
     model: str = "resnet18"
     model_kwargs: dict = field(default_factory=dict)
     drop_rate: float = 0.0
@@ -52,6 +55,10 @@ class Recipe:
     fusion: bool = False  # train only a linear fusion of the experts (needs init_from)
     init_from: str = ""  # a recipe whose finished run (same profile and seed) gives the weights
     init: str = "timm"  # timm: the model's own initialisation | xavier: Glorot on conv and linear
+    gate_k: int = 2  # mtl_moe: experts each image is routed to (noisy top-k gating)
+    box_task: bool = True  # mtl_moe: a second gate and tower regress the object box
+    box_loss_weight: float = 1.0  # weight of the complete-IoU box loss beside cross-entropy
+    freeze: str = ""  # "" | experts: fine-tune `init_from` with experts and condense layer frozen
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -95,7 +102,7 @@ class Recipe:
     epochs: int = 40
     batch_size: int = 64  # the global batch: split over processes and accumulation steps
     accum_steps: int = 1  # gradient accumulation: keep the global batch on fewer GPUs
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adamw | adam
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -146,8 +153,10 @@ class Recipe:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 _CHOICES = {
-    "profile": PROFILES, "dataset": ("fashion50", "folder"), "data_cache": ("memory", "stream"),
-    "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw"),
+    "profile": PROFILES, "dataset": ("fashion50", "folder", "fashion_boxes", "cub"),
+    "data_cache": ("memory", "stream"), "architecture": ("timm", "mtl_moe"),
+    "freeze": ("", "experts"),
+    "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw", "adam"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
     "loss": ("soft_ce", "positive_class", "taylor_ce", "bi_tempered", "dsb_focal"),
     "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),

@@ -55,6 +55,13 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
     starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
                    for key in DEPENDENCY_KEYS if getattr(recipe, key)}
+    if recipe.architecture == "mtl_moe":  # box targets and two heads: a loop of its own
+        from vipnb.engine.mtl_trainer import train_mtl
+
+        if not resume:
+            run.checkpoint_file.unlink(missing_ok=True)
+        default = "cuda" if torch.cuda.is_available() else "cpu"
+        return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
     dist_info, default_device = init_distributed()
     if dist_info.is_main:
         if not resume:

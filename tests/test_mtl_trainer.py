@@ -1,0 +1,108 @@
+"""The MTL-MoE trainer end to end on a tiny fashion-boxes: run directory, box metrics,
+gates, transfer with frozen experts, resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vipnb.data.fashion_boxes import build_fashion_boxes
+from vipnb.engine import train
+from vipnb.engine.checkpoint import load_checkpoint
+from vipnb.engine.mtl_trainer import MtlTrainer
+from vipnb.engine.recipe import from_dict
+from vipnb.errors import VipnbError
+
+
+def fake_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items whose class sets the brightness of a solid rectangle, so they can be learnt."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        h, w = rng.integers(10, 20, size=2)
+        top, left = rng.integers(0, 28 - h + 1), rng.integers(0, 28 - w + 1)
+        image[top : top + h, left : left + w] = 60 + 19 * label
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def boxes_root(tmp_path_factory) -> Path:
+    source = (*fake_split(6, seed=1), *fake_split(3, seed=2))
+    return build_fashion_boxes(tmp_path_factory.mktemp("fb") / "fashion_boxes", canvas=32,
+                               train_per_class=6, test_per_class=3, source=source)
+
+
+def tiny(root: Path, **changes):
+    return from_dict({"name": "tiny_mtl", "dataset": "fashion_boxes", "data_root": str(root),
+                      "architecture": "mtl_moe", "model": "resnet18",
+                      "model_kwargs": {"channels": [8, 16, 32, 64]}, "experts": 3,
+                      "gate_k": 2, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
+                      "epochs": 2, "batch_size": 20, "cache_size": 32, "input_size": 28,
+                      "scale": [0.5, 1.0], "eval_batch_size": 50, "amp": "none",
+                      "channels_last": False, **changes})
+
+
+def test_run_directory_metrics_and_gates(boxes_root, tmp_path):
+    run = train(tiny(boxes_root), runs_root=tmp_path, progress=False)
+    metrics = run.metrics()
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert {"test_top1", "test_mean_iou", "test_iou50", "test_mean_ciou", "ce", "box",
+            "aux"} <= set(metrics[0])
+    assert run.logits("test").logits.shape == (30, 10)
+    with np.load(run.path / "boxes_gates_test.npz") as saved:
+        assert saved["boxes"].shape == saved["target_boxes"].shape == (30, 4)
+        for task in ("classify", "box"):
+            assert ((saved[f"gates_{task}"] > 0).sum(1) == 2).all()
+    assert run.summary()["test_mean_iou"] == pytest.approx(metrics[-1]["test_mean_iou"])
+
+
+def test_single_task_and_class_subset(boxes_root, tmp_path):
+    run = train(tiny(boxes_root, box_task=False, class_subset=[7, 8, 9]), runs_root=tmp_path,
+                progress=False)
+    assert run.logits("test").classes == ["008.sneaker", "009.bag", "010.ankle_boot"]
+    assert "test_mean_iou" not in run.metrics()[0]
+    with pytest.raises(VipnbError, match="class_subset"):
+        train(tiny(boxes_root, class_subset=[12]), runs_root=tmp_path, progress=False)
+
+
+def test_transfer_with_frozen_experts_keeps_them(boxes_root, tmp_path, monkeypatch):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    base = tiny(boxes_root, name="base", box_task=False, class_subset=[0, 1, 2, 3, 4, 5, 6])
+    base_run = train(base, runs_root=tmp_path / "runs", progress=False)
+    monkeypatch.setattr("vipnb.engine.recipe.Recipe.dependency", lambda self, key: base)
+    frozen = tiny(boxes_root, name="frozen", box_task=False, class_subset=[7, 8, 9],
+                  init_from="base", freeze="experts")
+    run = train(frozen, runs_root=tmp_path / "runs", progress=False)
+    before = load_checkpoint(base_run.checkpoint_file)["model"]
+    after = load_checkpoint(run.checkpoint_file)["model"]
+    experts = [k for k in before if k.startswith(("moe.experts.", "condense."))]
+    assert experts and all(torch.equal(before[k], after[k]) for k in experts)
+    assert not torch.equal(before["backbone.conv1.weight"], after["backbone.conv1.weight"])
+    assert after["towers.classify.3.weight"].shape[0] == 3
+
+
+def test_freeze_needs_a_trained_model(boxes_root, tmp_path):
+    with pytest.raises(VipnbError, match="init_from"):
+        train(tiny(boxes_root, freeze="experts"), runs_root=tmp_path, progress=False)
+
+
+def test_resume_equals_uninterrupted(boxes_root, tmp_path, monkeypatch):
+    recipe = tiny(boxes_root, epochs=3)
+    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
+    original = MtlTrainer._train_one_epoch
+
+    def dies_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch)
+
+    monkeypatch.setattr(MtlTrainer, "_train_one_epoch", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, runs_root=tmp_path / "b", progress=False)
+    monkeypatch.setattr(MtlTrainer, "_train_one_epoch", original)
+    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
+                                                           for m in whole.metrics()]
