@@ -1,0 +1,34 @@
+"""What the MTL-MoE notebook reads back from its finished runs: per-epoch test metrics and
+how the gates route each class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vipnb.engine.rundir import RunDir
+from vipnb.errors import VipnbError
+
+
+def run_metrics(run: RunDir, metric: str) -> np.ndarray:
+    """`metric` of every epoch of `run`, in order."""
+    records = run.metrics()
+    if not records or metric not in records[0]:
+        available = sorted(records[0]) if records else []
+        raise VipnbError(f"{run.path}: no per-epoch {metric!r}; the records hold "
+                         f"{', '.join(available) or 'nothing'}")
+    return np.array([record[metric] for record in records], dtype=float)
+
+
+def seed_curve(run: RunDir, metric: str = "test_top1") -> list[float]:
+    return run_metrics(run, metric).tolist()
+
+
+def routing(run: RunDir) -> dict[str, np.ndarray]:
+    """Per gate, the mean gate weight [classes, experts] on the test images of each class."""
+    labels = run.logits("test").labels
+    classes = len(run.logits("test").classes)
+    with np.load(run.path / "boxes_gates_test.npz") as saved:
+        gates = {key.removeprefix("gates_"): saved[key] for key in saved.files
+                 if key.startswith("gates_")}
+    return {task: np.stack([weights[labels == c].mean(0) for c in range(classes)])
+            for task, weights in gates.items()}
