@@ -232,6 +232,7 @@ class Trainer:
         if self.recipe.experts > 1:
             raise VipnbError(f"{self.recipe.name}: loss {self.recipe.loss} measures one "
                              "classifier's features; train it with `experts: 1`")
+
         def catch(module, inputs, output):
             if module.training:  # not while evaluating
                 caught.append(inputs[0])

@@ -48,7 +48,7 @@ def routing_heatmap(routing: dict[str, np.ndarray], classes: Sequence[str],
         ax.set_yticks(range(len(classes)), [_short(c) for c in classes], fontsize=7)
         ax.set_xlabel("expert")
         ax.set_title(f"{gate} gate", fontsize=9)
-    figure.colorbar(image, ax=list(axes), shrink=0.8, label="mean gate weight")
+    figure.colorbar(image, ax=axes[-1], label="mean gate weight")
     figure.suptitle(title)
     return _save(figure, out_path, header)
 
