@@ -50,3 +50,23 @@ def write_recipe_file(directory: Path, name: str, tree: Path, **settings) -> Pat
 @pytest.fixture
 def tiny_tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "tiny")
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """`interrupt_training(trainer_class, epoch)`: runs of that trainer stop with a
+    KeyboardInterrupt (a simulated kill) when they reach `epoch`; returns a function that
+    lets them train normally again."""
+
+    def interrupt(trainer_class, epoch: int):
+        original = trainer_class._train_one_epoch
+
+        def dies_at_epoch(self, current):
+            if current == epoch:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, current)
+
+        monkeypatch.setattr(trainer_class, "_train_one_epoch", dies_at_epoch)
+        return lambda: monkeypatch.setattr(trainer_class, "_train_one_epoch", original)
+
+    return interrupt

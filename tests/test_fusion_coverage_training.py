@@ -64,20 +64,13 @@ def test_dsb_focal_needs_one_classifier(tiny_tree, tmp_path):
               progress=False)
 
 
-def test_dsb_resume_equals_uninterrupted(tiny_tree, tmp_path, monkeypatch):
+def test_dsb_resume_equals_uninterrupted(tiny_tree, tmp_path, interrupt_training):
     recipe = tiny_recipe(tiny_tree, loss="dsb_focal", epochs=3)
     whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    original = Trainer._train_one_epoch
-
-    def dies_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_one_epoch", dies_at_epoch_2)
+    resume_normally = interrupt_training(Trainer, epoch=2)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, runs_root=tmp_path / "b", progress=False)
-    monkeypatch.setattr(Trainer, "_train_one_epoch", original)
+    resume_normally()
     resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                            for m in whole.metrics()]

@@ -89,20 +89,13 @@ def test_freeze_needs_a_trained_model(boxes_root, tmp_path):
         train(tiny(boxes_root, freeze="experts"), runs_root=tmp_path, progress=False)
 
 
-def test_resume_equals_uninterrupted(boxes_root, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(boxes_root, tmp_path, interrupt_training):
     recipe = tiny(boxes_root, epochs=3)
     whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    original = MtlTrainer._train_one_epoch
-
-    def dies_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch)
-
-    monkeypatch.setattr(MtlTrainer, "_train_one_epoch", dies_at_epoch_2)
+    resume_normally = interrupt_training(MtlTrainer, epoch=2)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, runs_root=tmp_path / "b", progress=False)
-    monkeypatch.setattr(MtlTrainer, "_train_one_epoch", original)
+    resume_normally()
     resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                            for m in whole.metrics()]

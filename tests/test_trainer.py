@@ -35,24 +35,17 @@ def test_run_directory_contents_and_reuse(tiny_tree: Path, tmp_path: Path):
 
 
 def test_resume_after_interruption_equals_uninterrupted(tiny_tree: Path, tmp_path: Path,
-                                                        monkeypatch):
+                                                        interrupt_training):
     recipe = tiny_recipe(tiny_tree, mixup_alpha=0.2, label_smoothing=0.1, ema_decay=0.9)
     whole = train(recipe, runs_root=tmp_path / "a", progress=False)
 
-    original = Trainer._train_one_epoch
-
-    def dies_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_one_epoch", dies_at_epoch_2)
+    resume_normally = interrupt_training(Trainer, epoch=2)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, runs_root=tmp_path / "b", progress=False)
     interrupted = RunDir(tmp_path / "b" / recipe.run_name)
     assert not interrupted.finished
     assert load_checkpoint(interrupted.checkpoint_file)["next_epoch"] == 2
-    monkeypatch.setattr(Trainer, "_train_one_epoch", original)
+    resume_normally()
     resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
 
     assert [m["epoch"] for m in resumed.metrics()] == [0, 1, 2]
