@@ -91,7 +91,8 @@ class MtlTrainer:
             losses = self._train_one_epoch(epoch)
             test = self.evaluate(self.data.test)
             wall_time += time.perf_counter() - started
-            self.run.append_metrics({"epoch": epoch, **losses, "lr": self.optimizer.param_groups[0]["lr"],
+            self.run.append_metrics({"epoch": epoch, **losses,
+                                     "lr": self.optimizer.param_groups[0]["lr"],
                                      **{f"test_{k}": v for k, v in test["metrics"].items()},
                                      "wall_time_s": wall_time})
             save_atomic(self._state(epoch + 1, wall_time), self.run.checkpoint_file)
@@ -159,7 +160,8 @@ class MtlTrainer:
         self.run.write_logits("test", test["logits"].numpy(), split.labels.numpy(), ids,
                               self.data.classes)
         np.savez_compressed(self.run.path / "boxes_gates_test.npz",
-                            boxes=np.zeros((0, 4)) if test["boxes"] is None else test["boxes"].numpy(),
+                            boxes=(np.zeros((0, 4)) if test["boxes"] is None
+                                   else test["boxes"].numpy()),
                             target_boxes=split.boxes.numpy(),
                             **{f"gates_{task}": g.numpy() for task, g in test["gates"].items()})
         self.run.write_summary({"run": self.recipe.run_name, "epochs": self.total_epochs,

@@ -74,7 +74,8 @@ def hard_classes_of(fusion: Fusion, val_labels: np.ndarray, num_classes: int,
                             threshold)
 
 
-def run_coverage(fusion: Fusion, hard: list[int], train_coverage: Callable[[list[int]], Sequence[RunDir]],
+def run_coverage(fusion: Fusion, hard: list[int],
+                 train_coverage: Callable[[list[int]], Sequence[RunDir]],
                  test_size: int, test_limit: int, num_classes: int,
                  rules: Sequence[str] = ("literal", "replace")) -> Coverage:
     """Train the coverage models on `hard` (`train_coverage(hard)` returns their runs),
