@@ -8,7 +8,6 @@ timm's ResNeSt block refuses ``aa_layer``, so this module provides one, built on
 from __future__ import annotations
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import BlurPool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._builder import build_model_with_cfg
@@ -17,6 +16,7 @@ from timm.models.resnet import ResNet
 from torch import nn
 
 from vipnb.errors import VipnbError
+from vipnb.models._default_cfg import untrained_cfg
 
 __all__ = ["AntiAliasedResNestBottleneck"]
 
@@ -92,13 +92,7 @@ class AntiAliasedResNestBottleneck(ResNestBottleneck):
 
 def _cfg(**kwargs) -> dict:
     """timm's ResNeSt defaults, without weights."""
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1.0", "classifier": "fc",
-        **kwargs,
-    }
+    return untrained_cfg("conv1.0", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

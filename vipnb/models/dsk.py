@@ -47,7 +47,6 @@ no gradient in that step; wrap in DDP with ``find_unused_parameters=True``.
 from __future__ import annotations
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import BlurPool2d, ConvNormAct, SelectiveKernel
 from timm.models import generate_default_cfgs, register_model
 from timm.models._builder import build_model_with_cfg
@@ -55,6 +54,7 @@ from timm.models.resnet import ResNet
 from torch import nn
 
 from vipnb.errors import VipnbError
+from vipnb.models._default_cfg import untrained_cfg
 
 __all__ = ["DualResidualBottleneck", "ResidualFunction", "dsk_selective_kernel"]
 
@@ -229,13 +229,7 @@ class DualResidualBottleneck(nn.Module):
 
 def _cfg(**kwargs) -> dict:
     """timm's ResNeXt defaults, without weights."""
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1", "classifier": "fc",
-        **kwargs,
-    }
+    return untrained_cfg("conv1", **kwargs)
 
 
 _VARIANTS: dict[str, dict] = {
