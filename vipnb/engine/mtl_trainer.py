@@ -86,6 +86,7 @@ class MtlTrainer:
         bar = tqdm(range(start_epoch, self.total_epochs), desc=self.recipe.run_name,
                    total=self.total_epochs, initial=start_epoch, disable=not self.progress,
                    file=sys.stdout, mininterval=2.0, ascii=True, dynamic_ncols=False, ncols=110)
+        test = None
         for epoch in bar:
             started = time.perf_counter()
             losses = self._train_one_epoch(epoch)
@@ -99,7 +100,7 @@ class MtlTrainer:
             bar.set_postfix(loss=f"{losses['train_loss']:.3f}",
                             acc=f"{test['metrics']['top1']:.3f}")
         bar.close()
-        return self._finish(wall_time)
+        return self._finish(wall_time, test or self.evaluate(self.data.test))
 
     def _train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -153,8 +154,8 @@ class MtlTrainer:
         return {"logits": logits, "boxes": predicted, "metrics": metrics,
                 "gates": {task: torch.cat(g) for task, g in gates.items()}}
 
-    def _finish(self, wall_time: float) -> RunDir:
-        test = self.evaluate(self.data.test)
+    def _finish(self, wall_time: float, test: dict) -> RunDir:
+        """Writes the last epoch's test evaluation `test`, summary and saved gates."""
         split = self.data.test
         ids = [str(i) for i in range(len(split))]
         self.run.write_logits("test", test["logits"].numpy(), split.labels.numpy(), ids,
