@@ -49,7 +49,7 @@ def test_dsb_weights_follow_the_features_seen_and_resume(tiny_tree):
     targets = torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 2])]
     # Class 0 gets nearly identical features: a small semantic scale, a large weight.
     features[1] = features[0] + 1e-3
-    objective.observe(features, targets)
+    objective(torch.zeros(6, 3), targets, features)
     objective.start_epoch()
     assert objective.class_weights[0] > objective.class_weights[1:].max()
     restored = Objective(recipe, num_classes=3)

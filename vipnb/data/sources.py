@@ -13,6 +13,7 @@ from vipnb import paths
 from vipnb.data.cache import decode_split
 from vipnb.data.layout import ImageList, scan_split
 from vipnb.data.stream import stream_batches
+from vipnb.data.val_into_train import move_val_into_train
 from vipnb.errors import VipnbError
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,13 @@ def load_run_data(recipe) -> RunData:
     root = dataset_root(recipe)
     cache_dir = root / ".vipnb_cache"
     sources = {}
-    for split in ("train", "val", "test"):
-        files = scan_split(root, split)
-        limit = recipe.train_limit if split == "train" else recipe.eval_limit
+    split_files = {split: scan_split(root, split) for split in ("train", "val", "test")}
+    if recipe.val_into_train:
+        split_files["train"], split_files["val"] = move_val_into_train(
+            split_files["train"], split_files["val"], recipe.val_into_train)
+    for split, files in split_files.items():
+        limit = {"train": recipe.train_limit, "val": recipe.eval_limit,
+                 "test": recipe.test_limit or recipe.eval_limit}[split]
         if limit:
             files = _first_per_class(files, limit)
         if recipe.data_cache == "memory":

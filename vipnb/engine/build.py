@@ -20,6 +20,7 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
         model = timm.create_model(recipe.model, pretrained=False, num_classes=num_classes,
                                   drop_rate=recipe.drop_rate,
                                   drop_path_rate=recipe.drop_path_rate or None,
+                                  global_pool=recipe.global_pool or None,
                                   **recipe.model_kwargs)
         return xavier_init_(model) if recipe.init == "xavier" else model
 

@@ -41,8 +41,10 @@ class Recipe:
     interpolation: str = "bilinear"
     skip_bad_images: bool = False
     class_subset: tuple[int, ...] = ()  # box data: train and test on these classes only
+    val_into_train: float = 0.0  # fraction of each val class moved into training (final models)
     train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
+    test_limit: int = 0  # 0: all (or eval_limit); else the first N test images, N/C per class
     workers: int = 0
     # model
     architecture: str = "timm"  # timm: `model` as is | mtl_moe: `model` under a sparse MoE
@@ -59,6 +61,7 @@ class Recipe:
     box_task: bool = True  # mtl_moe: a second gate and tower regress the object box
     box_loss_weight: float = 1.0  # weight of the complete-IoU box loss beside cross-entropy
     freeze: str = ""  # "" | experts: fine-tune `init_from` with experts and condense layer frozen
+    global_pool: str = ""  # "": the model's own | catavgmax: VIPF's "dual pool" (avg ‖ max)
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -86,6 +89,12 @@ class Recipe:
     focal_gamma: float = 2.0  # γ of the (DSB) focal loss
     semantic_scale_store: int = 64  # features kept per class to measure its semantic scale
     diversity_weight: float = 0.0  # λ of the experts' diversity loss
+    # VIPF eq. 3: L = α·`loss` + β·center loss + γ·tree supervision loss
+    loss_weight: float = 1.0  # α
+    center_loss_weight: float = 0.0  # β (0: off)
+    center_loss_alpha: float = 0.5  # Wen et al.'s centre learning rate
+    tree_loss_weight: float = 0.0  # γ (0: off); needs `hierarchy_from`
+    hierarchy_from: str = ""  # a recipe whose finished run's classifier induces the hierarchy
     teacher: str = ""  # a recipe whose finished run (same profile and seed) distils into this
     distill_label_weight: float = 0.5  # weight of the labels beside the teacher's softmax
     # result coverage: train on the hard classes (resampled) plus one "other" class
@@ -143,7 +152,8 @@ class Recipe:
         return f"{self.name}-{self.profile}-s{self.seed}-{self.digest()}"
 
     def dependency(self, key: str) -> Recipe:
-        """The recipe named by `teacher` or `init_from`, at this profile, seed and data."""
+        """The recipe named by `teacher`, `init_from` or `hierarchy_from`, at this profile,
+        seed and data."""
         carried = {k: getattr(self, k) for k in ("seed", "data_root", "workers", "data_cache")}
         return load_recipe(getattr(self, key), self.profile, carried)
 
@@ -159,10 +169,11 @@ _CHOICES = {
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw", "adam"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
     "loss": ("soft_ce", "positive_class", "taylor_ce", "bi_tempered", "dsb_focal"),
+    "global_pool": ("", "avg", "max", "avgmax", "catavgmax"),
     "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),
 }
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
-DEPENDENCY_KEYS = ("teacher", "init_from")
+DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 
 
 def from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:

@@ -37,6 +37,8 @@ from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
+from vipnb.losses import Hierarchy, induce_hierarchy
+from vipnb.models.dsk import DualResidualBottleneck
 from vipnb.eval.tta import tta_predict
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,10 @@ class Trainer:
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema_decay else None
         self.mixup = _make_mixup(recipe, self.num_classes)
         self.objective = Objective(recipe, self.num_classes,
-                                   self._teacher(starts_from.get("teacher")))
+                                   self._teacher(starts_from.get("teacher")),
+                                   feature_dim=_classifier_width(self.model),
+                                   hierarchy=self._hierarchy(starts_from.get("hierarchy_from"))
+                                   ).to(device)
         self._classifier_inputs = self._capture_classifier_inputs()
         self.train_transform = TrainTransform(recipe.input_size, tuple(recipe.scale),
                                               tuple(recipe.ratio), recipe.hflip,
@@ -253,14 +258,21 @@ class Trainer:
         teacher = load_trained_model(recipe, run, self.num_classes, self.device)
         return teacher.to(memory_format=self.memory_format)
 
+    def _hierarchy(self, run: RunDir | None) -> Hierarchy | None:
+        """NBDT's induced hierarchy from the classifier of `hierarchy_from`'s finished run."""
+        if run is None:
+            return None
+        source = load_trained_model(self.recipe.dependency("hierarchy_from"), run,
+                                    self.num_classes, torch.device("cpu"))
+        return induce_hierarchy(source.get_classifier().weight)
+
     def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         try:
             with self._autocast():
                 targets = self.objective.targets(inputs, targets)
                 outputs = self.forward(inputs)
-                if self._classifier_inputs:
-                    self.objective.observe(self._classifier_inputs.pop(), targets)
-                return self.objective(outputs, targets)
+                features = self._classifier_inputs.pop() if self._classifier_inputs else None
+                return self.objective(outputs, targets, features)
         except torch.cuda.OutOfMemoryError:
             raise VipnbError(
                 f"out of GPU memory at micro-batch {self.micro_batch} (global batch "
@@ -284,7 +296,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            forward = DistributedDataParallel(forward, device_ids=ids)
+            # DSK-net's three-branch blocks run one residual function per step (eq. 2).
+            unused = any(isinstance(m, DualResidualBottleneck) for m in model.modules())
+            forward = DistributedDataParallel(forward, device_ids=ids,
+                                              find_unused_parameters=unused)
         return forward
 
     # -- evaluation ------------------------------------------------------------------------
@@ -359,6 +374,12 @@ class Trainer:
         if use_bf16(self.recipe.amp, self.device):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def _classifier_width(model: torch.nn.Module) -> int:
+    """The width of the features the classifier sees (0 for a model without one)."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return getattr(classifier, "in_features", 0)
 
 
 def use_bf16(amp: str, device: torch.device) -> bool:

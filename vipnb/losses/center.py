@@ -64,7 +64,7 @@ class CenterLoss(nn.Module):
         """Batch mean of ½‖x_i − c_{y_i}‖² (eq. 6); in training mode the centres then move."""
         self._check(features, labels)
         x = features.float()
-        centers = self.centers.to(x.dtype)
+        centers = self.centers.to(x.dtype, copy=True)  # the update below moves the buffer
         if labels.dim() == 1:
             hard = labels.long()
             loss = 0.5 * (x - centers[hard]).pow(2).sum(1)
@@ -83,5 +83,9 @@ class CenterLoss(nn.Module):
         """Wen et al.'s eq. 4: c_j ← c_j − α Σ_{i: y_i=j}(c_j − x_i) / (1 + n_j)."""
         counts = torch.bincount(hard, minlength=self.num_classes).to(x.dtype)  # n_j
         sums = torch.zeros_like(self.centers, dtype=x.dtype).index_add_(0, hard, x)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under DDP every process moves the centres by the whole global batch: they stay equal.
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(sums)
         delta = (counts[:, None] * self.centers.to(x.dtype) - sums) / (1 + counts[:, None])
         self.centers.sub_((self.alpha * delta).to(self.centers.dtype))
