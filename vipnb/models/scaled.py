@@ -1,7 +1,8 @@
 """EfficientNet and EfficientNet-V2 scaled to a quarter of their width and depth multipliers,
-for the cpu profile's analogues of the MoE paper's Table 3 (registered as ``*_quarter``).
+for the cpu profile's analogues of the MoE paper's Table 3 and the VIPF paper's Table 2
+(registered as ``*_quarter``).
 
-The family's own scaling rule is kept: B4/B5/B6 keep their ratios to each other (×1.4/1.8,
+The family's own scaling rule is kept: B3/B4/B5/B6 keep their ratios to each other (×1.4/1.8,
 ×1.6/2.2, ×1.8/2.6 → ×0.35/0.45, ×0.4/0.55, ×0.45/0.65), V2-S and V2-M likewise, so the
 rows compare a small, a larger and a largest member as the paper does, on two CPU cores.
 """
@@ -22,7 +23,7 @@ default_cfgs = generate_default_cfgs({
     name: {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "interpolation": "bicubic",
            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
            "first_conv": "conv_stem", "classifier": "classifier"}
-    for name in ("efficientnet_b4_quarter", "efficientnet_b5_quarter",
+    for name in ("efficientnet_b3_quarter", "efficientnet_b4_quarter", "efficientnet_b5_quarter",
                  "efficientnet_b6_quarter", "efficientnetv2_s_quarter",
                  "efficientnetv2_m_quarter")
 })
@@ -31,6 +32,11 @@ default_cfgs = generate_default_cfgs({
 def _b(variant: str, width: float, depth: float, kwargs: dict) -> EfficientNet:
     return _gen_efficientnet(variant, channel_multiplier=width * QUARTER,
                              depth_multiplier=depth * QUARTER, **kwargs)
+
+
+@register_model
+def efficientnet_b3_quarter(pretrained: bool = False, **kwargs) -> EfficientNet:
+    return _b("efficientnet_b3_quarter", 1.2, 1.4, {"pretrained": pretrained, **kwargs})
 
 
 @register_model
