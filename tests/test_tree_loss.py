@@ -153,3 +153,12 @@ def test_normalize_clusters_directions():
     assert {h.leaves[ch] for ch in h.children[h.root]} == {(0, 1), (2, 3)}
     raw = induce_hierarchy(w)  # raw rows: the two long rows 1 and 3 are far from the others
     assert {raw.leaves[ch] for ch in raw.children[raw.root]} != {(0, 1), (2, 3)}
+
+
+def test_smallest_subtree_holds_exactly_the_classes_under_their_common_ancestor():
+    tree = Hierarchy.from_nested([[0, [1, 2]], [3, [4, 5]]])
+    assert tree.smallest_subtree([1, 2]) == (1, 2)
+    assert tree.smallest_subtree([0, 2]) == (0, 1, 2)
+    assert tree.smallest_subtree([2, 4]) == (0, 1, 2, 3, 4, 5)
+    with pytest.raises(VipnbError, match="among 0..5"):
+        tree.smallest_subtree([6])

@@ -28,8 +28,8 @@ def move_val_into_train(train: ImageList, val: ImageList,
     for label in np.unique(val.labels):
         members = np.flatnonzero(val.labels == label)
         moved[members[: min(math.ceil(fraction * len(members)), len(members) - 1)]] = True
-    moved_paths = [p for p, m in zip(val.paths, moved) if m]
-    kept_paths = [p for p, m in zip(val.paths, moved) if not m]
+    moved_paths = [p for p, m in zip(val.paths, moved, strict=True) if m]
+    kept_paths = [p for p, m in zip(val.paths, moved, strict=True) if not m]
     merged = ImageList(train.split, train.paths + moved_paths,
                        np.concatenate([train.labels, val.labels[moved]]), train.classes)
     return merged, ImageList(val.split, kept_paths, val.labels[~moved], val.classes)

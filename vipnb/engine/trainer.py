@@ -37,9 +37,9 @@ from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
+from vipnb.eval.tta import tta_predict
 from vipnb.losses import Hierarchy, induce_hierarchy
 from vipnb.models.dsk import DualResidualBottleneck
-from vipnb.eval.tta import tta_predict
 
 log = logging.getLogger(__name__)
 

@@ -106,6 +106,14 @@ class Hierarchy:
         root = build(nested)
         return cls(num_classes, root, children)
 
+    def smallest_subtree(self, classes: Sequence[int]) -> tuple[int, ...]:
+        """The classes under the smallest subtree that holds every one of `classes`."""
+        wanted = set(classes)
+        if not wanted or not wanted <= set(range(self.num_classes)):
+            raise VipnbError(f"smallest_subtree needs classes among 0..{self.num_classes - 1}, "
+                             f"got {sorted(wanted)}")
+        return min((leaves for leaves in self.leaves.values() if wanted <= set(leaves)), key=len)
+
     def to_nested(self, node: int | None = None) -> int | list:
         """The tree as nested lists of class indices (leaves are ints)."""
         node = self.root if node is None else node
