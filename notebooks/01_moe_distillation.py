@@ -41,6 +41,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
+processes = None  # runs trained at once; None: one single-threaded process per core at cpu
 out_dir = None  # where reports go; None: reports/01_moe_distillation
 
 # %%
@@ -53,14 +54,14 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
-from vipnb.engine import load_recipe, train
+from vipnb.engine import load_recipe
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import hard_classes, per_class_accuracy, top1
 from vipnb.losses import diversity_loss, positive_class_loss
 from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.plots import per_class_accuracy_plot
-from vipnb.report.runs import SeedGroup, weighted_ensembles, write_group_reports
+from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_group_reports
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 
 started = time.perf_counter()
@@ -140,7 +141,10 @@ for key in keys:
 #
 # `train` reuses finished runs (the run directory is named by the recipe's hash, which
 # includes its teacher's and its initialisation's), and trains a row's teacher or MoCo
-# initialisation first when it is missing. Rows and the paper's labels:
+# initialisation first when it is missing. At `cpu` the runs train two at a time, one
+# single-threaded process per core: these small networks cannot keep two cores busy from one
+# process (`vipnb.engine.parallel`; results then differ from a two-thread run in the last
+# bits of floating-point sums). Rows and the paper's labels:
 
 # %%
 TABLE_1 = [
@@ -174,12 +178,8 @@ TABLE_3 = [(f"moe_effnet{key}{d}", f"{label}{' + Distill' if d else ''}")
 MOCO = [("moe_rs_sd50_moco", "MoE-RS-SD-50 (N=1), MoCo-v2 initialisation")]
 
 
-def seed_group(name):
-    return SeedGroup(name, [train(load_recipe(name, profile, {**overrides, "seed": s}))
-                            for s in seeds])
-
-
-groups = {name: seed_group(name) for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + MOCO if name}
+groups = train_seed_groups([name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + MOCO if name],
+                           profile, seeds, overrides, processes)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} rows x {len(seeds)} seed(s); training time of the runs: {training_s / 60:.1f} min")
 

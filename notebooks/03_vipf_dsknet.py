@@ -39,6 +39,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
+processes = None  # runs trained at once; None: one single-threaded process per core at cpu
 out_dir = None  # where reports go; None: reports/03_vipf_dsknet
 
 # %%
@@ -51,7 +52,7 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
-from vipnb.engine import load_recipe, train
+from vipnb.engine import load_recipe
 from vipnb.engine.build import load_trained_model
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import hard_classes, per_class_accuracy, top1
@@ -66,7 +67,7 @@ from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.hierarchy_plot import hierarchy_plot
 from vipnb.report.plots import per_class_accuracy_plot
-from vipnb.report.runs import SeedGroup, weighted_ensembles, write_group_reports
+from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_group_reports
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 
@@ -194,7 +195,8 @@ for key in keys:
 # ## 6 · Training every row
 #
 # `train` reuses finished runs and trains a row's `hierarchy_from` run first (its run name
-# enters the row's hash). Rows without a `cpu` result: the EfficientNets and ResNeSt-200 of
+# enters the row's hash). At `cpu` the runs train two at a time, one single-threaded process
+# per core (`vipnb.engine.parallel`). Rows without a `cpu` result: the EfficientNets and ResNeSt-200 of
 # Table 2 (their recipes have `cpu` profiles — EfficientNets at a quarter of their
 # multipliers, ResNeSt-26d — but these train 2–3× slower than the stand-ins and notebook 01
 # found the EfficientNets barely learn in so few epochs; they are left out of the 15-minute
@@ -236,12 +238,7 @@ runnable = [name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + TABLE_4 + TABLE_5
             if name not in NOT_RUN_HERE or profile == "paper"]
 
 
-def seed_group(name):
-    return SeedGroup(name, [train(load_recipe(name, profile, {**overrides, "seed": s}))
-                            for s in seeds])
-
-
-groups = {name: seed_group(name) for name in dict.fromkeys(runnable)}
+groups = train_seed_groups(list(dict.fromkeys(runnable)), profile, seeds, overrides, processes)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} rows x {len(seeds)} seed(s); training time of the runs: {training_s / 60:.1f} min")
 

@@ -104,3 +104,22 @@ def test_streaming_path_matches_memory_path(tiny_tree: Path, tmp_path: Path):
     np.testing.assert_allclose(stream.logits("val").logits, memory.logits("val").logits,
                                rtol=1e-5, atol=1e-5)
     assert stream.logits("test").ids == memory.logits("test").ids
+
+
+def test_val_every_validates_every_k_epochs_and_the_last(tiny_tree: Path, tmp_path: Path):
+    every = train(tiny_recipe(tiny_tree), runs_root=tmp_path / "a", progress=False)
+    sparse = train(tiny_recipe(tiny_tree, val_every=2, epochs=3), runs_root=tmp_path / "b",
+                   progress=False)
+    assert [m["val_top1"] is not None for m in sparse.metrics()] == [False, True, True]
+    # Validating less changes nothing else: the same weights, the same final scores.
+    assert sparse.metrics()[-1]["val_top1"] == every.metrics()[-1]["val_top1"]
+    np.testing.assert_array_equal(sparse.logits("val").logits, every.logits("val").logits)
+    np.testing.assert_array_equal(sparse.logits("test").logits, every.logits("test").logits)
+
+
+def test_test_limit_scores_the_first_test_images_of_each_class(tiny_tree: Path, tmp_path: Path):
+    run = train(tiny_recipe(tiny_tree, test_limit=6, epochs=1), runs_root=tmp_path,
+                progress=False)
+    test = run.logits("test")
+    assert len(test.labels) == 6 and np.bincount(test.labels).tolist() == [2, 2, 2]
+    assert len(run.logits("val").labels) == 18  # val untouched

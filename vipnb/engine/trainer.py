@@ -129,6 +129,7 @@ class Trainer:
         self.random_erasing = (RandomErasing(recipe.random_erasing, mode="pixel", device=device)
                                if recipe.random_erasing else None)
         self.forward = self._wrap(self.model)
+        self._last_val: dict | None = None  # the last epoch's validation, reused by _finish
 
     def _build_model(self, starts_from: dict[str, RunDir]) -> torch.nn.Module:
         model = build_model(self.recipe, self.num_classes)
@@ -149,7 +150,10 @@ class Trainer:
             started = time.perf_counter()
             train_loss, images_per_s = self._train_one_epoch(epoch)
             if self.dist.is_main:  # evaluation, metrics and checkpoints: one process
-                val = self._evaluate(self.data.val)
+                last = epoch + 1 == self.total_epochs
+                validate = last or (epoch + 1) % max(1, self.recipe.val_every) == 0
+                val = self._evaluate(self.data.val) if validate else {"top1": None, "loss": None}
+                self._last_val = val if last else None  # _finish writes these logits
                 wall_time += time.perf_counter() - started
                 record = {"epoch": epoch, "train_loss": train_loss,
                           "lr": self.optimizer.param_groups[0]["lr"], "val_top1": val["top1"],
@@ -158,8 +162,8 @@ class Trainer:
                           "wall_time_s": wall_time}
                 self.run.append_metrics(record)
                 self._save(epoch + 1, wall_time)
-                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val['top1']:.3f}",
-                                ips=f"{images_per_s:.0f}")
+                bar.set_postfix(loss=f"{train_loss:.3f}", ips=f"{images_per_s:.0f}",
+                                **({"val": f"{val['top1']:.3f}"} if validate else {}))
             self.dist.barrier()
         bar.close()
         if self.dist.is_main:
@@ -338,7 +342,8 @@ class Trainer:
                    "skipped_images": {s.name: s.skipped for s in
                                       (self.data.train, self.data.val, self.data.test)}}
         for source in (self.data.val, self.data.test):
-            result = self._evaluate(source)
+            reuse = self._last_val if source is self.data.val else None
+            result = reuse or self._evaluate(source)
             self.run.write_logits(source.name, result["logits"], source.labels.numpy(),
                                   source.ids, source.classes)
             summary[f"{source.name}_top1"] = result["top1"]

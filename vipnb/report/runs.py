@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vipnb.engine.parallel import default_processes, train_many
+from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir
 from vipnb.eval.ensemble import top_models_weights, weighted_score_average
@@ -69,6 +71,18 @@ class SeedGroup:
             logits, labels = run.logits(split).labelled()
             total += confusion_matrix(logits.argmax(1), labels, len(self.classes))
         return total
+
+
+def train_seed_groups(names: list[str], profile: str, seeds: list[int],
+                      overrides: dict | None = None,
+                      processes: int | None = None) -> dict[str, SeedGroup]:
+    """Every recipe of `names` over every seed, trained `processes` runs at a time (None: one
+    single-threaded process per core at the `cpu` profile; see vipnb.engine.parallel)."""
+    wanted = [load_recipe(name, profile, {**(overrides or {}), "seed": seed})
+              for name in names for seed in seeds]
+    runs = train_many(wanted, processes or default_processes(profile))
+    return {name: SeedGroup(name, runs[i * len(seeds):(i + 1) * len(seeds)])
+            for i, name in enumerate(names)}
 
 
 def weighted_ensembles(groups: list[SeedGroup], n_best: int,
