@@ -56,13 +56,12 @@ import vipnb
 from vipnb import paths
 from vipnb.engine import load_recipe
 from vipnb.engine.recipe import paper_reference
-from vipnb.eval.metrics import hard_classes, per_class_accuracy, top1
+from vipnb.eval.metrics import top1
 from vipnb.losses import diversity_loss, positive_class_loss
 from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
-from vipnb.report.plots import per_class_accuracy_plot
-from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_group_reports
-from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_ensemble_reports
+from vipnb.report.tables import ResultRow, write_table
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.reports_root() / "01_moe_distillation")
@@ -306,18 +305,9 @@ display(Markdown(ensemble_md.read_text()))
 # and the hard classes: below 0.5, plus the three worst.
 
 # %%
-files = write_group_reports(groups[best], out_dir, header)
-classes = groups[best].classes
-ensemble_per_class = sum(per_class_accuracy(p[known].argmax(1), labels[known], len(classes))
-                         for p in ensembles) / len(ensembles)
-plot = per_class_accuracy_plot({f"best single ({best})": groups[best].per_class().mean(0),
-                                "ensemble": ensemble_per_class}, classes,
-                               out_dir / "ensemble_test_per_class.png", header,
-                               title="Per-class test accuracy: best single model vs ensemble")
-hard = write_hard_classes(hard_classes(ensemble_per_class, classes, k_worst=3),
-                          out_dir / "ensemble_test_hard_classes.csv", header)
-display(Image(str(plot)))
-print(files["hard_classes"].read_text(), hard.read_text(), sep="\n")
+files = write_ensemble_reports(groups[best], ensembles, labels, out_dir, header)
+display(Image(str(files["ensemble_per_class"])))
+print(files["hard_classes"].read_text(), files["ensemble_hard_classes"].read_text(), sep="\n")
 
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "

@@ -55,7 +55,7 @@ from vipnb import paths
 from vipnb.engine import load_recipe
 from vipnb.engine.build import load_trained_model
 from vipnb.engine.recipe import paper_reference
-from vipnb.eval.metrics import hard_classes, per_class_accuracy, top1
+from vipnb.eval.metrics import top1
 from vipnb.losses import (
     CenterLoss,
     Hierarchy,
@@ -66,9 +66,8 @@ from vipnb.losses import (
 from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.hierarchy_plot import hierarchy_plot
-from vipnb.report.plots import per_class_accuracy_plot
-from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_group_reports
-from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_ensemble_reports
+from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 
 started = time.perf_counter()
@@ -416,17 +415,9 @@ display(Markdown(ensemble_md.read_text()))
 # and the hard classes: below 0.5, plus the three worst.
 
 # %%
-files = write_group_reports(groups[best], out_dir, header)
-ensemble_per_class = sum(per_class_accuracy(p[known].argmax(1), labels[known], len(classes))
-                         for p in ensembles) / len(ensembles)
-plot = per_class_accuracy_plot({f"best single ({best})": groups[best].per_class().mean(0),
-                                "ensemble": ensemble_per_class}, classes,
-                               out_dir / "ensemble_test_per_class.png", header,
-                               title="Per-class test accuracy: best single model vs ensemble")
-hard = write_hard_classes(hard_classes(ensemble_per_class, classes, k_worst=3),
-                          out_dir / "ensemble_test_hard_classes.csv", header)
-display(Image(str(plot)))
-print(files["hard_classes"].read_text(), hard.read_text(), sep="\n")
+files = write_ensemble_reports(groups[best], ensembles, labels, out_dir, header)
+display(Image(str(files["ensemble_per_class"])))
+print(files["hard_classes"].read_text(), files["ensemble_hard_classes"].read_text(), sep="\n")
 
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "

@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated VIPriors-layout trees, built with real PNG files."""
+"""Shared fixtures: small generated VIPriors-layout trees, built with real PNG files, and a
+report header with fixed values."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from PIL import Image
 
 from vipnb.eval.submission import write_labels_csv
+from vipnb.report.header import ReportHeader
 
 
 def make_tree(root: Path, classes=("a_cls", "b_cls", "c_cls"), per_class=6, test=9,
@@ -70,3 +72,18 @@ def interrupt_training(monkeypatch):
         return lambda: monkeypatch.setattr(trainer_class, "_train_one_epoch", original)
 
     return interrupt
+
+
+@pytest.fixture
+def header() -> ReportHeader:
+    """A report header as `make_header` writes one, with fixed values."""
+    return ReportHeader(
+        command="vipnb run 00_data_and_baseline --profile cpu",
+        commit="abc1234",
+        profile="cpu",
+        machine="AMD EPYC 7B13 (2 cores), no GPU",
+        wall_time_s=252.0,
+        created="2026-11-25T13:00:00Z",
+        vipnb_version="0.1.0",
+        torch_version="2.14.1",
+    )

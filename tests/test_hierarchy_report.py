@@ -7,25 +7,12 @@ from PIL import Image
 
 from vipnb.errors import VipnbError
 from vipnb.losses.tree import Hierarchy
-from vipnb.report.header import ReportHeader
 from vipnb.report.hierarchy_plot import dendrogram_layout, hierarchy_plot
 from vipnb.report.wordnet_names import _load_wordnet, wordnet_node_names
 
 NAMES = ["ant", "bee", "cat", "dog", "eel"]
 
 
-@pytest.fixture
-def header() -> ReportHeader:
-    return ReportHeader(
-        command="vipnb run 00_data_and_baseline --profile cpu",
-        commit="abc1234",
-        profile="cpu",
-        machine="AMD EPYC 7B13 (2 cores), no GPU",
-        wall_time_s=252.0,
-        created="2026-11-25T13:00:00Z",
-        vipnb_version="0.1.0",
-        torch_version="2.14.1",
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vipnb.errors import VipnbError
-from vipnb.report.header import ReportHeader, format_duration, make_header
+from vipnb.report.header import format_duration, make_header
 from vipnb.report.index import write_index
 from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
 from vipnb.report.tables import (
@@ -23,20 +23,6 @@ from vipnb.report.tables import (
     write_hard_classes,
     write_table,
 )
-
-
-@pytest.fixture
-def header() -> ReportHeader:
-    return ReportHeader(
-        command="vipnb run 00_data_and_baseline --profile cpu",
-        commit="abc1234",
-        profile="cpu",
-        machine="AMD EPYC 7B13 (2 cores), no GPU",
-        wall_time_s=252.0,
-        created="2026-11-25T13:00:00Z",
-        vipnb_version="0.1.0",
-        torch_version="2.14.1",
-    )
 
 
 def test_make_header_fills_every_field(monkeypatch):

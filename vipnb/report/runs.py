@@ -117,3 +117,24 @@ def write_group_reports(group: SeedGroup, out_dir: str | Path, header: ReportHea
                                        out_dir / f"{group.name}_learning_curves.png", header),
         "hard_classes": write_hard_classes(hard, out_dir / f"{stem}_hard_classes.csv", header),
     }
+
+
+def write_ensemble_reports(best: SeedGroup, ensembles: list[np.ndarray], labels: np.ndarray,
+                           out_dir: str | Path, header: ReportHeader) -> dict[str, Path]:
+    """The best single model's reports (`write_group_reports`), its per-class test accuracy
+    beside the ensemble's (each averaged over seeds) and the ensemble's hard classes (below
+    0.5, plus the three worst)."""
+    out_dir = Path(out_dir)
+    files = write_group_reports(best, out_dir, header)
+    known = labels >= 0
+    classes = best.classes
+    ensemble = sum(per_class_accuracy(p[known].argmax(1), labels[known], len(classes))
+                   for p in ensembles) / len(ensembles)
+    files["ensemble_per_class"] = per_class_accuracy_plot(
+        {f"best single ({best.name})": best.per_class().mean(0), "ensemble": ensemble}, classes,
+        out_dir / "ensemble_test_per_class.png", header,
+        title="Per-class test accuracy: best single model vs ensemble")
+    files["ensemble_hard_classes"] = write_hard_classes(
+        hard_classes(ensemble, classes, k_worst=3), out_dir / "ensemble_test_hard_classes.csv",
+        header)
+    return files
