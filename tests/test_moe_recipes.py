@@ -101,3 +101,8 @@ def test_cpu_and_smoke_profiles_are_scaled_analogues_on_fashion50(name, profile)
 def test_cpu_analogues_keep_the_depth_order_of_the_paper():
     depths = [load_recipe(name, "cpu").model for name in ("moe_rs50", "moe_rs101", "moe_rs_sd200")]
     assert depths == ["resnest14d_aa", "resnest26d_aa", "resnest50d_aa"]
+
+
+@pytest.mark.parametrize("long", ["moe_rs_sd50_n5_distill_e720", "moe_rs_sd101_n3_distill_e720"])
+def test_cpu_720_epoch_rows_train_twice_the_epochs(long):
+    assert load_recipe(long, "cpu").epochs == 2 * load_recipe(long.removesuffix("_e720"), "cpu").epochs

@@ -1,11 +1,23 @@
-"""train_many: several runs at once in worker processes, dependencies first, each run once."""
+"""train_many: several runs at once in worker processes, dependencies first, each run once;
+rescore_many likewise."""
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 from conftest import write_recipe_file
 
 from vipnb.engine import load_recipe
-from vipnb.engine.parallel import default_processes, dependency_levels, train_many
+from vipnb.engine.parallel import (
+    _run_when_ready,
+    default_processes,
+    dependency_graph,
+    rescore_many,
+    start_order,
+    train_many,
+)
+from vipnb.engine.rescore import rescored_file
+from vipnb.errors import VipnbError
 
 
 def recipes(tree: Path, directory: Path):
@@ -17,11 +29,20 @@ def recipes(tree: Path, directory: Path):
         load_recipe(plain, "cpu"), load_recipe(teacher, "cpu")]
 
 
-def test_dependencies_come_a_level_before_the_runs_that_need_them(tiny_tree, tmp_path):
-    levels = dependency_levels(recipes(tiny_tree, tmp_path))
-    names = [sorted(r.name for r in level) for level in levels]
+def test_each_run_once_with_the_runs_it_needs(tiny_tree, tmp_path):
+    graph = dependency_graph(recipes(tiny_tree, tmp_path))
     # Two teacher runs (seeds 0 and 1, the second named by seed 1's student), the plain run.
-    assert names == [["plain", "teacher", "teacher"], ["student", "student"]]
+    assert sorted(recipe.name for recipe, _ in graph.values()) == [
+        "plain", "student", "student", "teacher", "teacher"]
+    for recipe, needs in graph.values():
+        assert needs == ({recipe.dependency("teacher").run_name} if recipe.teacher else set())
+
+
+def test_runs_others_wait_on_start_first_then_the_costliest(tiny_tree, tmp_path):
+    wanted = recipes(tiny_tree, tmp_path)
+    wanted.append(load_recipe(write_recipe_file(tmp_path, "long", tiny_tree, epochs=3), "cpu"))
+    order = [name.split("-")[0] for name in start_order(dependency_graph(wanted))]
+    assert order == ["teacher", "teacher", "long", "student", "student", "plain"]
 
 
 def test_two_processes_train_every_run_once(tiny_tree, tmp_path):
@@ -36,3 +57,24 @@ def test_two_processes_train_every_run_once(tiny_tree, tmp_path):
 def test_one_process_on_gpu_profiles():
     assert default_processes("paper") == 1 and default_processes("smoke") == 1
     assert default_processes("cpu") >= 1
+
+
+def test_runs_that_wait_on_each_other_are_refused(tiny_tree, tmp_path):
+    (a,) = [r for r in recipes(tiny_tree, tmp_path) if r.name == "plain"]
+    graph = {"a": (a, {"b"}), "b": (a, {"a"})}
+    with pytest.raises(VipnbError, match="wait on each other: a, b"):
+        _run_when_ready(graph, ["a", "b"], 2, start=lambda name: pytest.fail(name))
+
+
+def test_rescore_many_in_two_processes_matches_one(tiny_tree, tmp_path):
+    plain = load_recipe(write_recipe_file(tmp_path, "plain", tiny_tree, epochs=2), "cpu")
+    runs = train_many([plain.replace(seed=s) for s in (0, 1)], runs_root=tmp_path / "runs")
+    rescore_many(runs, "ten_crop", 16, limit=5, processes=2)
+    files = [rescored_file(run, "ten_crop", 16, limit=5) for run in runs]
+    parallel = [np.load(f)["logits"] for f in files]
+    for f in files:
+        f.unlink()
+    rescore_many(runs, "ten_crop", 16, limit=5, processes=1)
+    for f, logits in zip(files, parallel, strict=True):
+        assert logits.shape == (5, 3)
+        np.testing.assert_allclose(np.load(f)["logits"], logits, rtol=1e-4, atol=1e-5)

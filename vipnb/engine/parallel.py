@@ -2,24 +2,28 @@
 
 On a CPU, a small network cannot keep every core busy: its convolutions are too small to split
 well across threads. Several single-threaded processes, each training its own run, then
-finish more runs per minute than one process using every core. Runs another run depends on
-(a teacher, an initialisation, a hierarchy's source) are trained first, one dependency level at
-a time, so no two processes ever train the same run.
+finish more runs per minute than one process using every core. A run another run depends on
+(a teacher, an initialisation, a hierarchy's source) is trained first; every other run starts
+as soon as a process is free, so no process waits for a whole group of runs to end, and no two
+processes ever train the same run.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
 
+from vipnb import paths
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
+from vipnb.engine.rescore import rescore, rescored_file
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import train
+from vipnb.errors import VipnbError
 
 
 def default_processes(profile: str) -> int:
@@ -31,26 +35,43 @@ def default_processes(profile: str) -> int:
                else os.cpu_count() or 1)
 
 
-def dependency_levels(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
-    """Every recipe and what it depends on, by level: level 0 depends on nothing, level k on
-    runs of lower levels only. Each run appears once."""
-    depth: dict[str, int] = {}
-    by_name: dict[str, Recipe] = {}
+def dependency_graph(recipes: Sequence[Recipe]) -> dict[str, tuple[Recipe, set[str]]]:
+    """Every recipe and every run it depends on, once each, by run name: the recipe and the
+    run names it needs finished first."""
+    graph: dict[str, tuple[Recipe, set[str]]] = {}
 
-    def visit(recipe: Recipe) -> int:
-        if recipe.run_name not in depth:
-            below = [visit(recipe.dependency(key)) for key in DEPENDENCY_KEYS
-                     if getattr(recipe, key)]
-            depth[recipe.run_name] = 1 + max(below, default=-1)
-            by_name[recipe.run_name] = recipe
-        return depth[recipe.run_name]
+    def visit(recipe: Recipe) -> str:
+        if recipe.run_name not in graph:
+            graph[recipe.run_name] = (recipe, set())
+            graph[recipe.run_name][1].update(visit(recipe.dependency(key))
+                                             for key in DEPENDENCY_KEYS if getattr(recipe, key))
+        return recipe.run_name
 
     for recipe in recipes:
         visit(recipe)
-    levels: list[list[Recipe]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for name, level in depth.items():
-        levels[level].append(by_name[name])
-    return levels
+    return graph
+
+
+def start_order(graph: dict[str, tuple[Recipe, set[str]]]) -> list[str]:
+    """Run names, the first to start first among those ready: the runs at the bottom of the
+    longest chains of runs waiting on them (they hold the most back), then the costliest
+    (epochs × experts), so the last runs to start are short ones that end together."""
+    waiting_on: dict[str, list[str]] = {name: [] for name in graph}
+    for name, (_, needs) in graph.items():
+        for need in needs:
+            waiting_on[need].append(name)
+    chain: dict[str, int] = {}
+
+    def chain_above(name: str) -> int:
+        if name not in chain:
+            chain[name] = 1 + max(map(chain_above, waiting_on[name]), default=0)
+        return chain[name]
+
+    def cost(name: str) -> int:
+        recipe = graph[name][0]
+        return recipe.epochs * max(1, recipe.experts)
+
+    return sorted(graph, key=lambda name: (-chain_above(name), -cost(name)))
 
 
 def train_many(recipes: Sequence[Recipe], processes: int = 1,
@@ -61,14 +82,64 @@ def train_many(recipes: Sequence[Recipe], processes: int = 1,
     processes), progress bars off. Finished runs are reused as `train` does.
     """
     runs_root = str(runs_root) if runs_root else None
-    if processes > 1:
-        threads = max(1, (os.cpu_count() or 1) // processes)
-        spawn = multiprocessing.get_context("spawn")  # no fork of a process holding threads
-        with ProcessPoolExecutor(processes, mp_context=spawn, initializer=torch.set_num_threads,
-                                 initargs=(threads,)) as pool:
-            for level in dependency_levels(recipes):
-                list(pool.map(_train_quietly, level, [runs_root] * len(level)))
+    root = Path(runs_root or paths.runs_root())
+    graph = {name: node for name, node in dependency_graph(recipes).items()
+             if not RunDir(root / name).finished}
+    if processes > 1 and graph:
+        with _worker_pool(processes) as pool:
+            _run_when_ready(graph, start_order(graph), processes,
+                            lambda name: pool.submit(_train_quietly, graph[name][0], runs_root))
     return [train(recipe, runs_root, progress=processes <= 1) for recipe in recipes]
+
+
+def rescore_many(runs: Sequence[RunDir], views: str, test_size: int, limit: int = 0,
+                 processes: int = 1) -> None:
+    """Re-score every run not yet re-scored under `views` at `test_size` on its first `limit`
+    test images (vipnb.engine.rescore), `processes` at a time. The logits land in each run
+    directory, where `rescore` reads them back."""
+    todo = [str(run.path) for run in runs
+            if not rescored_file(run, views, test_size, limit=limit).exists()]
+    if processes > 1 and len(todo) > 1:
+        with _worker_pool(processes) as pool:
+            list(pool.map(_rescore, todo, [views] * len(todo), [test_size] * len(todo),
+                          [limit] * len(todo)))
+    else:
+        for path in todo:
+            _rescore(path, views, test_size, limit)
+
+
+def _rescore(path: str, views: str, test_size: int, limit: int) -> None:
+    rescore(RunDir(path), views, test_size, limit=limit)
+
+
+def _worker_pool(processes: int) -> ProcessPoolExecutor:
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    return ProcessPoolExecutor(processes, mp_context=spawn, initializer=torch.set_num_threads,
+                               initargs=(threads,))
+
+
+def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str], processes: int,
+                    start: Callable[[str], Future]) -> None:
+    """Start each run once the runs it needs have finished, at most `processes` at a time, in
+    `order` among the ready ones; a failed run raises (the runs under way still finish)."""
+    needs = {name: graph[name][1] & graph.keys() for name in order}  # finished ones are left out
+    running: dict[Future, str] = {}
+    while needs or running:
+        ready = [name for name in order if name in needs and not needs[name]]
+        for name in ready[:processes - len(running)]:
+            del needs[name]
+            running[start(name)] = name
+        if not running:
+            raise VipnbError(f"runs that wait on each other: {', '.join(sorted(needs))}; a "
+                             "recipe's teacher, init_from or hierarchy_from must not lead back "
+                             "to it")
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            future.result()
+            finished = running.pop(future)
+            for waiting in needs.values():
+                waiting.discard(finished)
 
 
 def _train_quietly(recipe: Recipe, runs_root: str | None) -> str:

@@ -10,6 +10,8 @@ logits are saved in the run directory
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from vipnb.data.augment import EvalTransform
@@ -20,6 +22,20 @@ from vipnb.errors import VipnbError
 from vipnb.eval.tta import tta_predict
 
 
+def _tag(run: RunDir, views: str, test_size: int, split: str, limit: int,
+         crop_size: int | None) -> str:
+    crop_size = crop_size or run.recipe.input_size
+    return (f"{split}_{views}_{test_size}px"
+            + (f"_crop{crop_size}" if crop_size != run.recipe.input_size else "")
+            + (f"_first{limit}" if limit else ""))
+
+
+def rescored_file(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
+                  crop_size: int | None = None) -> Path:
+    """Where `rescore` saves (and finds) these logits of `run`."""
+    return run.path / f"logits_{_tag(run, views, test_size, split, limit, crop_size)}.npz"
+
+
 def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
             device: str = "cpu", crop_size: int | None = None) -> SplitLogits:
     """Logits of `run`'s model on `split` (its first `limit` images; 0: all) under `views`
@@ -27,10 +43,8 @@ def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit:
     size)."""
     recipe = run.recipe
     crop_size = crop_size or recipe.input_size
-    tag = (f"{split}_{views}_{test_size}px" + (f"_crop{crop_size}" if crop_size !=
-                                                recipe.input_size else "")
-           + (f"_first{limit}" if limit else ""))
-    if (run.path / f"logits_{tag}.npz").exists():
+    tag = _tag(run, views, test_size, split, limit, crop_size)
+    if rescored_file(run, views, test_size, split, limit, crop_size).exists():
         return run.logits(tag)
     if test_size < crop_size:
         raise VipnbError(f"test_size {test_size} is below the crop size {crop_size} of "

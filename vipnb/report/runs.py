@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vipnb.engine.parallel import default_processes, train_many
+from vipnb.engine.parallel import default_processes, rescore_many, train_many
 from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir
@@ -83,6 +83,14 @@ def train_seed_groups(names: list[str], profile: str, seeds: list[int],
     runs = train_many(wanted, processes or default_processes(profile))
     return {name: SeedGroup(name, runs[i * len(seeds):(i + 1) * len(seeds)])
             for i, name in enumerate(names)}
+
+
+def rescore_seed_groups(groups: list[SeedGroup], views: str, test_size: int, limit: int,
+                        profile: str, processes: int | None = None) -> None:
+    """Re-score every run of `groups` ahead of `SeedGroup.rescored_top1`, `processes` runs
+    at once (None: as `train_seed_groups` at `profile`)."""
+    rescore_many([run for group in groups for run in group.runs], views, test_size, limit,
+                 processes or default_processes(profile))
 
 
 def weighted_ensembles(groups: list[SeedGroup], n_best: int,
