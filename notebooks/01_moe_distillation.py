@@ -205,7 +205,7 @@ print(f"{len(groups)} rows x {len(seeds)} seed(s); training time of the runs: {t
 
 # %%
 header = make_header(profile, time.perf_counter() - started)
-TTA_IMAGES = 1000 if profile != "smoke" else 50
+TTA_IMAGES = 500 if profile != "smoke" else 50
 TEST_SIZE = load_recipe("moe_rs50", profile).cache_size
 TEN_CROP_ON = {"moe_rs_sd50_n5_distill_fusion": "moe_rs_sd50_n5_distill_fusion_e720",
                "moe_rs_sd101_n3_distill": "moe_rs_sd101_n3_distill_e720",
