@@ -2,7 +2,9 @@
 
 The `.py` twin (jupytext py:percent) is the source; it is converted in memory, executed with
 the `parameters` cell overridden (profile, seeds, data_root, out_dir, …), and the executed
-notebook is saved beside its reports with an HTML export.
+notebook is saved beside its reports with an HTML export. After a run that succeeds,
+`reports/<notebook>/` holds what that run wrote and nothing older: a plot of a model that is
+no longer the best one, say, is removed.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
                                        "language": "python"}
     params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
     os.environ["VIPNB_COMMAND"] = _command_line(source.stem, profile, parameters)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     try:
         papermill.execute_notebook(notebook, str(executed), parameters=params,
                                    cwd=str(source.parent), log_output=log_output,
@@ -61,11 +63,22 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     finally:
         os.environ.pop("VIPNB_COMMAND", None)
     _export_html(executed)
+    for stale in remove_older_files(out_dir, started_at):
+        print(f"removed {stale}: the run did not write it again")
     from vipnb.report.index import write_index
 
     write_index(Path(reports_root or paths.reports_root()))
     print(f"{source.stem}: done in {time.perf_counter() - started:.0f} s → {executed}")
     return executed
+
+
+def remove_older_files(folder: Path, since: float) -> list[Path]:
+    """Delete the files under `folder` last written before `since` (seconds since the epoch,
+    with a second's slack for coarse file-system clocks); return them."""
+    stale = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime < since - 1)
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def _command_line(stem: str, profile: str, parameters: dict[str, Any] | None) -> str:
