@@ -6,7 +6,8 @@ The family's own scaling rule is kept: B3/B4/B5/B6 keep their ratios to each oth
 ×1.6/2.2, ×1.8/2.6 → ×0.35/0.45, ×0.4/0.55, ×0.45/0.65), V2-S and V2-M likewise, so the
 rows compare a small, a larger and a largest member as the paper does, on two CPU cores.
 A quarter RegNetY keeps its model's four stages: a quarter of each stage's width (and group
-width) and of its depth, rounded up, so RegNetY-080 < 120 < 160 < 320 stay in order.
+width) and of its depth, rounded up, so RegNetY-080 < 120 < 160 < 320 stay in order; its stem
+has 16 channels (RegNet's 32 halved, as wide as the cpu ResNeSts' stem).
 """
 
 from __future__ import annotations
