@@ -17,23 +17,24 @@ import torch
 from vipnb.data.augment import EvalTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine.build import load_trained_model
+from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir, SplitLogits
 from vipnb.errors import VipnbError
 from vipnb.eval.tta import tta_predict
 
 
-def _tag(run: RunDir, views: str, test_size: int, split: str, limit: int,
-         crop_size: int | None) -> str:
-    crop_size = crop_size or run.recipe.input_size
-    return (f"{split}_{views}_{test_size}px"
-            + (f"_crop{crop_size}" if crop_size != run.recipe.input_size else "")
-            + (f"_first{limit}" if limit else ""))
-
-
 def rescored_file(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
                   crop_size: int | None = None) -> Path:
     """Where `rescore` saves (and finds) these logits of `run`."""
-    return run.path / f"logits_{_tag(run, views, test_size, split, limit, crop_size)}.npz"
+    return run.logits_file(_tag(run.recipe, views, test_size, split, limit, crop_size))
+
+
+def _tag(recipe: Recipe, views: str, test_size: int, split: str, limit: int,
+         crop_size: int | None) -> str:
+    crop_size = crop_size or recipe.input_size
+    return (f"{split}_{views}_{test_size}px"
+            + (f"_crop{crop_size}" if crop_size != recipe.input_size else "")
+            + (f"_first{limit}" if limit else ""))
 
 
 def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
@@ -43,8 +44,8 @@ def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit:
     size)."""
     recipe = run.recipe
     crop_size = crop_size or recipe.input_size
-    tag = _tag(run, views, test_size, split, limit, crop_size)
-    if rescored_file(run, views, test_size, split, limit, crop_size).exists():
+    tag = _tag(recipe, views, test_size, split, limit, crop_size)
+    if run.logits_file(tag).exists():
         return run.logits(tag)
     if test_size < crop_size:
         raise VipnbError(f"test_size {test_size} is below the crop size {crop_size} of "

@@ -70,8 +70,12 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
 
+    def logits_file(self, split: str) -> Path:
+        """Where the logits of `split` (val, test, or a re-scored view of it) are saved."""
+        return self.path / f"logits_{split}.npz"
+
     def logits(self, split: str) -> SplitLogits:
-        file = self.path / f"logits_{split}.npz"
+        file = self.logits_file(split)
         if not file.exists():
             raise VipnbError(f"{file} does not exist: the run has not finished or was not trained")
         with np.load(file) as data:
@@ -97,7 +101,7 @@ class RunDir:
         tmp = self.path / f".logits_{split}.tmp.npz"
         np.savez_compressed(tmp, logits=logits.astype(np.float32), labels=labels,
                             ids=np.asarray(ids), classes=np.asarray(classes))
-        os.replace(tmp, self.path / f"logits_{split}.npz")
+        os.replace(tmp, self.logits_file(split))
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomic(self.summary_file, json.dumps(summary, indent=1))
