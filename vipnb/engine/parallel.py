@@ -41,11 +41,12 @@ def dependency_graph(recipes: Sequence[Recipe]) -> dict[str, tuple[Recipe, set[s
     graph: dict[str, tuple[Recipe, set[str]]] = {}
 
     def visit(recipe: Recipe) -> str:
-        if recipe.run_name not in graph:
-            graph[recipe.run_name] = (recipe, set())
-            graph[recipe.run_name][1].update(visit(recipe.dependency(key))
-                                             for key in DEPENDENCY_KEYS if getattr(recipe, key))
-        return recipe.run_name
+        name = recipe.run_name  # a hash over the recipe and its dependencies' run names
+        if name not in graph:
+            graph[name] = (recipe, set())
+            graph[name][1].update(visit(recipe.dependency(key))
+                                  for key in DEPENDENCY_KEYS if getattr(recipe, key))
+        return name
 
     for recipe in recipes:
         visit(recipe)
@@ -142,5 +143,5 @@ def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str],
                 waiting.discard(finished)
 
 
-def _train_quietly(recipe: Recipe, runs_root: str | None) -> str:
-    return str(train(recipe, runs_root, progress=False).path)
+def _train_quietly(recipe: Recipe, runs_root: str | None) -> None:
+    train(recipe, runs_root, progress=False)
