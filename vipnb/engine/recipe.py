@@ -19,12 +19,19 @@ from typing import Any
 
 import yaml
 
+from vipnb.data.fingerprint import data_fingerprint
 from vipnb.errors import VipnbError
 
 PROFILES = ("smoke", "cpu", "paper")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
+# (`data_root` is replaced by a digest of the data's content: vipnb.data.fingerprint.)
 _NOT_HASHED = {"data_root", "workers", "description"}
+# Enters every run name. Bump it in a change that alters what a run computes for the same
+# recipe and data (the trainer's order of draws, a model's initialisation, an evaluation), so
+# that no finished run of the old code is reused, and regenerate the reports: the report
+# staleness test (tests/test_report_freshness.py) then names every report that used old runs.
+RESULTS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ class Recipe:
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
+        hashed["data"] = data_fingerprint(self)
+        hashed["results_version"] = RESULTS_VERSION
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -1,0 +1,79 @@
+"""What data a run was trained on, as a short digest that enters the run's name.
+
+Two runs of one recipe on different data (a 5-class copy, a `--classes 10` build, another
+split seed) must never share a run directory. The digest covers the content, not the place:
+every file's path relative to the dataset root (the builders name images after their source,
+e.g. `fmnist_train_01308.png` or ImageNet's file names, so another split or subset has other
+paths) and the bytes of the small text files (`test/labels.csv`, `classes.txt`). Image bytes
+are left out on purpose: the same build written by another Pillow/zlib compresses to other
+bytes, and would otherwise name other runs on another machine. Folders and files starting
+with a dot (the decoded-image cache, the builders' completion markers) are not data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from vipnb.errors import VipnbError
+
+_TEXT_SUFFIXES = (".csv", ".txt")
+NO_DATA = "no-data"  # the data is not there yet: such a name never names a trained run
+
+
+def data_fingerprint(recipe) -> str:
+    """The digest of the data `recipe` trains on; `NO_DATA` when it cannot be found.
+
+    Resolving the root builds a built-in dataset (fashion50, fashion-boxes) on first use,
+    exactly as training would, so a name computed before training is the name it trains under.
+    """
+    try:
+        root = _data_root(recipe)
+    except VipnbError:
+        return NO_DATA
+    if not root.is_dir():
+        return NO_DATA
+    marker = root / ".complete"
+    stamp = (marker.stat().st_mtime_ns if marker.exists() else root.stat().st_mtime_ns)
+    return _content_digest(str(root.resolve()), stamp)
+
+
+def _data_root(recipe) -> Path:
+    if recipe.dataset in ("fashion_boxes", "cub"):
+        from vipnb.data.box_data import box_data_root
+
+        return box_data_root(recipe)
+    from vipnb.data.sources import dataset_root
+
+    return dataset_root(recipe)
+
+
+@lru_cache(maxsize=64)
+def _content_digest(root: str, stamp: int) -> str:
+    """sha256 over the sorted relative paths of every data file under `root`, and the bytes
+    of its text files.
+
+    `stamp` (the completion marker's or the root's modification time) is part of the cache key
+    only: a rebuilt dataset is scanned again."""
+    digest = hashlib.sha256()
+    for relative in sorted(_data_files(root)):
+        digest.update(f"{relative}\n".encode())
+        if relative.endswith(_TEXT_SUFFIXES):
+            digest.update(Path(root, relative).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _data_files(root: str):
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                else:
+                    yield os.path.relpath(entry.path, root)
