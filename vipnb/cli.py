@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,8 +114,21 @@ def _run(args) -> None:
         jobs = [(name, args.profile, parameters) for name in names]
         submit(notebook_job, jobs, _cluster(args), wait=args.launcher == "local")
         return
-    for name in names:
-        run_notebook(name, args.profile, parameters)
+    _show_notebook_output()
+    for number, name in enumerate(names, 1):
+        print(f"notebook {number} of {len(names)}: {name} ({args.profile})", flush=True)
+        run_notebook(name, args.profile, parameters, overwrite=args.overwrite, progress=True)
+
+
+def _show_notebook_output() -> None:
+    """papermill logs each cell's output (training progress included) at INFO: print it."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _bench(args) -> None:
@@ -194,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="notebook parameter, e.g. -p seeds=[0,1]")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a report folder that holds another profile's report or "
+                          "files no vipnb run wrote")
     _add_cluster_arguments(run)
     run.set_defaults(func=_run)
 
@@ -215,12 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
     except VipnbError as e:
         print(f"vipnb: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vipnb: interrupted; what was finished is kept, reports were left as they were",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as Ctrl-C, so clean-up (staging folders, locks) runs before the exit."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -20,8 +20,21 @@ def runs_root() -> Path:
     return Path(os.environ.get("VIPNB_RUNS", project_root() / "runs"))
 
 
-def reports_root() -> Path:
-    return Path(os.environ.get("VIPNB_REPORTS", project_root() / "reports"))
+# Reports of each profile have a place of their own, so a `smoke` run (seconds, meaningless
+# numbers) never lands on the committed `cpu` reports.
+_REPORTS_BY_PROFILE = {"cpu": "reports", "smoke": "build/smoke-reports", "paper": "reports-paper"}
+
+
+def reports_root(profile: str = "cpu") -> Path:
+    """`$VIPNB_REPORTS` when set, else the profile's own folder in the project."""
+    if "VIPNB_REPORTS" in os.environ:
+        return Path(os.environ["VIPNB_REPORTS"])
+    return project_root() / _REPORTS_BY_PROFILE.get(profile, f"reports-{profile}")
+
+
+def report_dir(notebook: str, profile: str) -> Path:
+    """Where a notebook run interactively at `profile` writes its reports."""
+    return reports_root(profile) / notebook
 
 
 def notebooks_dir() -> Path:

@@ -1,22 +1,36 @@
 """`vipnb run`: execute the paired notebooks headless with papermill and keep what they made.
 
-The `.py` twin (jupytext py:percent) is the source; it is converted in memory, executed with
-the `parameters` cell overridden (profile, seeds, data_root, out_dir, …), and the executed
-notebook is saved beside its reports with an HTML export. After a run that succeeds,
-`reports/<notebook>/` holds what that run wrote and nothing older: a plot of a model that is
-no longer the best one, say, is removed.
+The `.py` twin (jupytext py:percent) is the source; it is converted in memory and executed
+with its `parameters` cell overridden (an unknown parameter is an error that lists the known
+ones). The notebook writes into a staging folder beside the report folder; only when every
+cell has succeeded does the runner add the executed notebook, its HTML export and
+`provenance.json` (command, commit, profile, machine, wall time, and the list of files the run
+wrote) and move the result into the report folder. A failed or interrupted run leaves the
+report folder as it was.
+
+The runner deletes only what it wrote itself: files listed in the previous run's
+`provenance.json` that this run did not write again (a plot of a model that is no longer the
+best one). A folder holding a report of another profile, or files no vipnb run wrote, is
+replaced only with `overwrite=True` (`--overwrite`), and even then only the previous run's
+listed files are removed.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from vipnb import paths
 from vipnb.errors import VipnbError
+
+PROVENANCE = "provenance.json"
 
 
 def list_notebooks() -> list[str]:
@@ -37,53 +51,147 @@ def find_notebook(name: str) -> Path:
     return paths.notebooks_dir() / f"{matches[0]}.py"
 
 
+def notebook_parameters(notebook) -> list[str]:
+    """The names assigned in the notebook's cell tagged `parameters`."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return [target.id for node in tree.body if isinstance(node, ast.Assign)
+                    for target in node.targets if isinstance(target, ast.Name)]
+    return []
+
+
 def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | None = None,
-                 reports_root: Path | None = None, log_output: bool = True) -> Path:
-    """Execute one notebook; returns the executed `.ipynb` under `reports/<notebook>/`."""
+                 reports_root: Path | None = None, log_output: bool = True,
+                 overwrite: bool = False, progress: bool = False) -> Path:
+    """Execute one notebook; returns the executed `.ipynb` in its report folder.
+
+    The report folder is `parameters["out_dir"]` when given, else
+    `<reports_root>/<notebook>` (default root: the profile's, see `vipnb.paths`)."""
     import jupytext
+
+    source = find_notebook(name)
+    notebook = jupytext.read(source)
+    parameters = dict(parameters or {})
+    known = notebook_parameters(notebook)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise VipnbError(f"{source.name} has no parameter {', '.join(unknown)}; its parameters "
+                         f"are: {', '.join(known)} (set with -p KEY=VALUE)")
+    if "profile" in parameters:
+        raise VipnbError("set the profile with --profile, not -p profile=...")
+    command = _command_line(source.stem, profile, parameters, overwrite)
+    root = Path(reports_root or paths.reports_root(profile))
+    destination = Path(parameters.pop("out_dir", None) or root / source.stem).absolute()
+    previous = _check_replaceable(destination, profile, overwrite)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.running-",
+                                    dir=destination.parent))
+    started = time.perf_counter()
+    try:
+        executed = _execute(notebook, source, staging, profile, parameters, command,
+                            log_output, progress)
+        _export_html(executed)
+        _write_provenance(staging, command, profile, parameters, time.perf_counter() - started)
+        for stale in _swap_in(staging, destination, previous):
+            print(f"removed {stale}: the previous run wrote it, this one did not")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if destination.parent == root.absolute():
+        from vipnb.report.index import write_index
+
+        write_index(root)
+    print(f"{source.stem}: done in {time.perf_counter() - started:.0f} s → {destination}")
+    return destination / executed.name
+
+
+def _check_replaceable(destination: Path, profile: str, overwrite: bool) -> list[str]:
+    """The files the previous run listed in `destination`; refuses a folder that holds another
+    profile's report or files no vipnb run wrote, unless `overwrite`."""
+    manifest = destination / PROVENANCE
+    if manifest.exists():
+        try:
+            previous = json.loads(manifest.read_text())
+            owner, files = previous["profile"], list(previous["files"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise VipnbError(f"{manifest} cannot be read ({e}): move the folder {destination} "
+                             "away or repair the file") from None
+        if owner != profile and not overwrite:
+            raise VipnbError(f"{destination} holds a report of the `{owner}` profile; a "
+                             f"`{profile}` run would replace it. Write elsewhere (-p out_dir=DIR)"
+                             " or pass --overwrite")
+        return files
+    foreign = [p for p in destination.rglob("*") if p.is_file()] if destination.exists() else []
+    if foreign and not overwrite:
+        raise VipnbError(f"{destination} holds {len(foreign)} file(s) that no vipnb run listed "
+                         f"(no {PROVENANCE}), e.g. {foreign[0].name}. Write elsewhere "
+                         "(-p out_dir=DIR) or pass --overwrite (files are replaced, none removed)")
+    return []
+
+
+def _execute(notebook, source: Path, staging: Path, profile: str, parameters: dict[str, Any],
+             command: str, log_output: bool, progress: bool) -> Path:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    source = find_notebook(name)
-    out_dir = Path(reports_root or paths.reports_root()) / source.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    executed = out_dir / f"{source.stem}.ipynb"
-    notebook = jupytext.read(source)
+    from vipnb.report.header import COMMAND_ENV_VAR
+
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
-    params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
-    os.environ["VIPNB_COMMAND"] = _command_line(source.stem, profile, parameters)
-    started, started_at = time.perf_counter(), time.time()
+    executed = staging / f"{source.stem}.ipynb"
+    os.environ[COMMAND_ENV_VAR] = command
     try:
-        papermill.execute_notebook(notebook, str(executed), parameters=params,
+        papermill.execute_notebook(notebook, str(executed),
+                                   parameters={**parameters, "profile": profile,
+                                               "out_dir": str(staging)},
                                    cwd=str(source.parent), log_output=log_output,
-                                   progress_bar=False, kernel_name="python3")
+                                   progress_bar=progress, kernel_name="python3")
     except PapermillExecutionError as e:
-        raise VipnbError(_describe_failure(e, executed)) from None
+        kept = _keep_failed(executed)
+        raise VipnbError(_describe_failure(e, kept)) from None
     finally:
-        os.environ.pop("VIPNB_COMMAND", None)
-    _export_html(executed)
-    for stale in remove_older_files(out_dir, started_at):
-        print(f"removed {stale}: the run did not write it again")
-    from vipnb.report.index import write_index
-
-    write_index(Path(reports_root or paths.reports_root()))
-    print(f"{source.stem}: done in {time.perf_counter() - started:.0f} s → {executed}")
+        os.environ.pop(COMMAND_ENV_VAR, None)
     return executed
 
 
-def remove_older_files(folder: Path, since: float) -> list[Path]:
-    """Delete the files under `folder` last written before `since` (seconds since the epoch,
-    with a second's slack for coarse file-system clocks); return them."""
-    stale = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime < since - 1)
+def _write_provenance(staging: Path, command: str, profile: str, parameters: dict[str, Any],
+                      wall_time_s: float) -> Path:
+    from vipnb.atomic import write_text_atomic
+    from vipnb.report.header import make_header
+
+    header = make_header(profile, wall_time_s, command=command).as_dict()
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    record = {**header, "parameters": parameters, "files": [*files, PROVENANCE]}
+    return write_text_atomic(staging / PROVENANCE, json.dumps(record, indent=1, default=str))
+
+
+def _swap_in(staging: Path, destination: Path, previous: list[str]) -> list[Path]:
+    """Move the staged report into `destination`; remove the files of `previous` that the new
+    report does not have; return those."""
+    new = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    stale = [destination / name for name in previous
+             if name not in new and (destination / name).is_file()]
     for path in stale:
         path.unlink()
+    for name in sorted(new):
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, target)
     return stale
 
 
-def _command_line(stem: str, profile: str, parameters: dict[str, Any] | None) -> str:
-    extra = "".join(f" -p {k}={v}" for k, v in (parameters or {}).items())
-    return f"vipnb run {stem} --profile {profile}{extra}"
+def _keep_failed(executed: Path) -> Path:
+    """A failed run's executed notebook, kept outside the reports for debugging."""
+    kept = Path(tempfile.gettempdir()) / "vipnb-failed" / executed.name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if executed.exists():
+        shutil.copyfile(executed, kept)
+    return kept
+
+
+def _command_line(stem: str, profile: str, parameters: dict[str, Any], overwrite: bool) -> str:
+    extra = "".join(f" -p {k}={v}" for k, v in parameters.items())
+    return f"vipnb run {stem} --profile {profile}{extra}" + (" --overwrite" if overwrite else "")
 
 
 def _describe_failure(error, executed: Path) -> str:
@@ -95,7 +203,8 @@ def _describe_failure(error, executed: Path) -> str:
         number = int(line.group(1))
         where = f", line {number}: {lines[number - 1].strip()}"
     return (f"notebook cell {error.cell_index} (execution count {error.exec_count}) failed"
-            f"{where}\n{error.ename}: {error.evalue}\nexecuted notebook: {executed}")
+            f"{where}\n{error.ename}: {error.evalue}\nexecuted notebook: {executed}\n"
+            "the report folder was left as it was")
 
 
 def _export_html(executed: Path) -> Path:
