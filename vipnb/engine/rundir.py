@@ -43,6 +43,15 @@ class SplitLogits:
         return top1(logits, labels) if len(labels) else float("nan")
 
 
+# Every run whose logits this process has read: the runs a notebook's reports were made from.
+_RUNS_READ: dict[str, Path] = {}
+
+
+def runs_read() -> list[RunDir]:
+    """The runs whose logits this process has read, in the order first read."""
+    return [RunDir(path) for path in _RUNS_READ.values()]
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -75,6 +84,7 @@ class RunDir:
         return self.path / f"logits_{split}.npz"
 
     def logits(self, split: str) -> SplitLogits:
+        _RUNS_READ.setdefault(self.path.name, self.path)
         file = self.logits_file(split)
         if not file.exists():
             raise VipnbError(f"{file} does not exist: the run has not finished or was not trained")

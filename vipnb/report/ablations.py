@@ -3,8 +3,6 @@ difference beside ours, with its spread over seeds and whether it goes the paper
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ from pathlib import Path
 
 from vipnb.atomic import write_text_atomic
 from vipnb.eval.metrics import mean_std
+from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 from vipnb.report.tables import compare
 
@@ -50,16 +49,11 @@ def ablation_entry(row: AblationRow) -> dict:
 
 def write_ablations(rows: Sequence[AblationRow], out_dir: str | os.PathLike, stem: str,
                     header: ReportHeader, title: str | None = None) -> tuple[Path, Path]:
-    """`<stem>.csv` (header as `# ` comments) and `<stem>.md`; differences in points."""
+    """`<stem>.csv` (plain data) and `<stem>.md` (with the header); differences in points."""
     entries = [ablation_entry(row) for row in rows]
-    buffer = io.StringIO()
-    buffer.write(header.as_csv_comment())
-    writer = csv.DictWriter(buffer, fieldnames=ABLATION_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)
-                         for k, v in entry.items()})
-    csv_path = write_text_atomic(Path(out_dir) / f"{stem}.csv", buffer.getvalue())
+    csv_path = write_csv(Path(out_dir) / f"{stem}.csv", ABLATION_COLUMNS,
+                         [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in e.items()}
+                          for e in entries])
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(),
               "| step | paper (pp) | ours (pp, Welch test) | ours before → after (%) | "

@@ -51,8 +51,8 @@ class ReportHeader:
                       "nothing.**"]
         return "\n".join(lines) + "\n"
 
-    def as_csv_comment(self) -> str:
-        """One `# key: value` line per field, ready to sit above a CSV's column names."""
+    def as_text(self) -> str:
+        """One `# key: value` line per field (the PNG files' metadata comment)."""
         fields = self.as_dict()
         extra = fields.pop("extra")
         fields["wall_time"] = format_duration(self.wall_time_s)

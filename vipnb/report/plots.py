@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from vipnb.errors import VipnbError
+from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 
 #: Above this many classes, bars become unreadable: plot the sorted distribution instead.
@@ -36,11 +37,16 @@ def per_class_accuracy_plot(
     title: str | None = None,
 ) -> Path:
     """Per-class accuracy (fractions in [0, 1]); several series side by side on one axes.
+    The values of every class are also written as a CSV beside the PNG (same stem).
 
     Up to MAX_LABELLED_CLASSES classes: grouped bars, hard classes (below `threshold`) outlined
     and their labels in red. More classes: each series sorted, plus a histogram.
     """
     series = _as_series(per_class, len(class_names))
+    write_csv(Path(out_path).with_suffix(".csv"), ["class_index", "class_name", *series],
+              [{"class_index": i, "class_name": name,
+                **{label: f"{values[i]:.4f}" for label, values in series.items()}}
+               for i, name in enumerate(class_names)])
     if len(class_names) <= MAX_LABELLED_CLASSES:
         figure = _per_class_bars(series, class_names, threshold)
     else:
@@ -56,7 +62,8 @@ def confusion_heatmap(
     header: ReportHeader,
     normalize: bool = True,
 ) -> Path:
-    """Confusion matrix (rows true, columns predicted), row-normalised; annotated up to 20 classes."""
+    """Confusion matrix (rows true, columns predicted), row-normalised; annotated up to 20
+    classes. The matrix as given is also written as a CSV beside the PNG (same stem)."""
     import seaborn as sns
 
     confusion = np.asarray(confusion, dtype=float)
@@ -66,6 +73,9 @@ def confusion_heatmap(
             f"confusion matrix has shape {confusion.shape} but there are {n} class names; "
             "pass a square matrix with one row and column per class."
         )
+    write_csv(Path(out_path).with_suffix(".csv"), ["true_class", *class_names],
+              [{"true_class": name, **{c: f"{v:g}" for c, v in zip(class_names, row, strict=True)}}
+               for name, row in zip(class_names, confusion, strict=True)])
     if normalize:
         totals = confusion.sum(axis=1, keepdims=True)
         confusion = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
@@ -197,7 +207,7 @@ def _save(figure: Figure, out_path: str | os.PathLike, header: ReportHeader) -> 
     footer = textwrap.fill(header.as_footer(), width=int(figure.get_figwidth() * 16))
     figure.text(0.01, 0.005, footer, fontsize=6, color="0.4", va="bottom", ha="left")
     figure.tight_layout(rect=(0.0, 0.04 + 0.015 * footer.count("\n"), 1.0, 1.0))
-    metadata = {"Software": f"vipnb {header.vipnb_version}", "Comment": header.as_csv_comment()}
+    metadata = {"Software": f"vipnb {header.vipnb_version}", "Comment": header.as_text()}
     metadata.update({key: str(value) for key, value in header.as_dict().items()
                      if key != "extra"})
     handle, temporary = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.",

@@ -131,7 +131,7 @@ def write_ensemble_reports(best: SeedGroup, ensembles: list[np.ndarray], labels:
                            out_dir: str | Path, header: ReportHeader) -> dict[str, Path]:
     """The best single model's reports (`write_group_reports`), its per-class test accuracy
     beside the ensemble's (each averaged over seeds) and the ensemble's hard classes (below
-    0.5, plus the three worst)."""
+    0.5, plus the three worst) and its confusion matrix summed over seeds."""
     out_dir = Path(out_dir)
     files = write_group_reports(best, out_dir, header)
     known = labels >= 0
@@ -145,4 +145,8 @@ def write_ensemble_reports(best: SeedGroup, ensembles: list[np.ndarray], labels:
     files["ensemble_hard_classes"] = write_hard_classes(
         hard_classes(ensemble, classes, k_worst=3), out_dir / "ensemble_test_hard_classes.csv",
         header)
+    confusion = sum(confusion_matrix(p[known].argmax(1), labels[known], len(classes))
+                    for p in ensembles)
+    files["ensemble_confusion"] = confusion_heatmap(
+        confusion, classes, out_dir / "ensemble_test_confusion.png", header)
     return files

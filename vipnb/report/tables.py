@@ -4,8 +4,6 @@ report header and is written atomically, so a crash never leaves half a table be
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import numbers
 import os
@@ -16,6 +14,7 @@ from pathlib import Path
 from vipnb.atomic import write_text_atomic
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import mean_std
+from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 
 RESULT_COLUMNS = [
@@ -62,20 +61,16 @@ def write_table(
     header: ReportHeader,
     title: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write `<stem>.csv` (header as `# ` comments) and `<stem>.md`; return both paths."""
+    """Write `<stem>.csv` (plain data) and `<stem>.md` (with the header); return both paths."""
     out_dir = Path(out_dir)
     table = results_table(rows)
 
-    buffer = io.StringIO()
-    buffer.write(header.as_csv_comment())
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    cells = []
     for entry in table:
-        cells = {key: _csv_number(value) for key, value in entry.items()}
+        cells.append({key: _csv_number(value) for key, value in entry.items()})
         if entry["paper_top1"] is not None:
-            cells["paper_top1"] = _paper_number(entry["paper_top1"])
-        writer.writerow(cells)
-    csv_path = write_text_atomic(out_dir / f"{stem}.csv", buffer.getvalue())
+            cells[-1]["paper_top1"] = _paper_number(entry["paper_top1"])
+    csv_path = write_csv(out_dir / f"{stem}.csv", RESULT_COLUMNS, cells)
 
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(), "| experiment | paper top-1 (%) | ours top-1 (%) | profile | note |",
@@ -172,11 +167,6 @@ def write_hard_classes(
     hard: Sequence[dict], out_path: str | os.PathLike, header: ReportHeader
 ) -> Path:
     """CSV of the hardest classes: rank, class_index, class_name, accuracy, below_threshold."""
-    buffer = io.StringIO()
-    buffer.write(header.as_csv_comment())
-    writer = csv.DictWriter(buffer, fieldnames=HARD_CLASS_COLUMNS, lineterminator="\n",
-                            extrasaction="ignore")
-    writer.writeheader()
     for position, item in enumerate(hard):
         missing = [key for key in HARD_CLASS_COLUMNS if key not in item]
         if missing:
@@ -184,8 +174,9 @@ def write_hard_classes(
                 f"hard-class entry {position} lacks {', '.join(missing)}; each entry needs "
                 f"the keys {', '.join(HARD_CLASS_COLUMNS)}."
             )
-        writer.writerow({key: _csv_number(item[key], digits=4) for key in HARD_CLASS_COLUMNS})
-    return write_text_atomic(Path(out_path), buffer.getvalue())
+    return write_csv(out_path, HARD_CLASS_COLUMNS,
+                     [{key: _csv_number(item[key], digits=4) for key in HARD_CLASS_COLUMNS}
+                      for item in hard])
 
 
 def _csv_number(value: object, digits: int = 2) -> object:

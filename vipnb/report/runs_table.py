@@ -1,0 +1,78 @@
+"""`runs.csv`: every run a notebook's reports were made from, one row per run, with what a
+reader needs to check or reuse it: the recipe, profile, seed and overrides that name it, its
+validation top-1 (what selects models), its test top-1, epochs and wall time.
+
+The recipe, profile, seed and overrides give the run's name again on any checkout: a committed
+report whose runs main would name differently is stale (tests/test_report_freshness.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from vipnb.atomic import write_text_atomic
+from vipnb.engine.recipe import load_recipe
+from vipnb.engine.rundir import RunDir, runs_read
+from vipnb.errors import VipnbError
+from vipnb.report.csv_file import write_csv
+from vipnb.report.header import ReportHeader
+
+RUN_COLUMNS = ["run", "recipe", "profile", "seed", "overrides", "val_top1", "test_top1",
+               "epochs", "wall_time_s", "device"]
+# Settings that never change a run's numbers or name.
+_NOT_OVERRIDES = {"description", "workers"}
+
+
+def run_row(run: RunDir) -> dict:
+    """One run's row: names, top-1 in percent (val: the selection metric), cost."""
+    summary = run.summary()
+    recipe = yaml.safe_load(run.recipe_file.read_text())
+    overrides = recipe_overrides(recipe)
+    return {"run": run.path.name, "recipe": recipe["name"], "profile": recipe["profile"],
+            "seed": recipe["seed"],
+            "overrides": "" if overrides is None else json.dumps(overrides, sort_keys=True),
+            "val_top1": _percent(summary.get("val_top1")),
+            "test_top1": _percent(summary.get("test_top1")), "epochs": summary.get("epochs"),
+            "wall_time_s": f"{summary.get('wall_time_s', 0.0):.1f}",
+            "device": summary.get("device")}
+
+
+def recipe_overrides(recipe: dict) -> dict | None:
+    """What the run's recipe sets beyond its shipped recipe file at its profile and seed;
+    None for a recipe that is not shipped in vipnb/recipes/."""
+    try:
+        shipped = load_recipe(recipe["name"], recipe["profile"], {"seed": recipe["seed"]})
+    except VipnbError:
+        return None
+    defaults = yaml.safe_load(yaml.safe_dump(shipped.to_dict()))  # tuples as lists, as saved
+    return {key: value for key, value in recipe.items()
+            if key not in _NOT_OVERRIDES and defaults.get(key) != value}
+
+
+def recomputed_run_name(row: dict) -> str:
+    """The name this checkout gives the run of a `runs.csv` row."""
+    overrides = json.loads(row["overrides"]) if row["overrides"] else {}
+    return load_recipe(row["recipe"], row["profile"],
+                       {**overrides, "seed": int(row["seed"])}).run_name
+
+
+def write_runs_table(out_dir: str | os.PathLike, header: ReportHeader,
+                     runs: list[RunDir] | None = None) -> tuple[Path, Path]:
+    """`runs.csv` and `runs.md` of `runs` (default: every run this process read logits of)."""
+    rows = [run_row(run) for run in (runs if runs is not None else runs_read())]
+    rows.sort(key=lambda row: (row["recipe"], int(row["seed"])))
+    csv_path = write_csv(Path(out_dir) / "runs.csv", RUN_COLUMNS, rows)
+    lines = ["# Runs behind these reports", "", header.as_markdown(),
+             "| run | val top-1 (%) | test top-1 (%) | epochs | wall time (s) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['run']} | {r['val_top1']} | {r['test_top1']} | {r['epochs']} | "
+              f"{r['wall_time_s']} |" for r in rows]
+    md_path = write_text_atomic(Path(out_dir) / "runs.md", "\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def _percent(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
