@@ -1,10 +1,12 @@
 import gzip
+import json
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vipnb.cli import main
 from vipnb.data.fashion50 import CLASS_NAMES, build_fashion50, draw_split
 from vipnb.data.idx import read_idx
 from vipnb.data.layout import scan_split
@@ -82,3 +84,83 @@ def test_rebuild_is_a_no_op_and_missing_source_is_explained(fake_source: Path, t
     monkeypatch.setattr("vipnb.data.fashion50._download", lambda target: "no network (test)")
     with pytest.raises(VipnbError, match="apt-get install dataset-fashion-mnist"):
         build_fashion50(tmp_path / "other", per_class=5)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def split_indices(root: Path, split: str) -> set[int]:
+    return {int(p.stem.rsplit("_", 1)[1]) for p in (root / split).rglob("*.png")}
+
+
+@pytest.mark.parametrize(("setting", "other"), [("seed", 1), ("per_class", 6)])
+def test_other_settings_are_refused_and_the_folder_is_left_as_it_was(
+        fake_source: Path, tmp_path: Path, setting: str, other: int):
+    root = build_fashion50(tmp_path / "f50", per_class=5, seed=0)
+    before = snapshot(root)
+    with pytest.raises(VipnbError) as caught:
+        build_fashion50(root, **{"per_class": 5, "seed": 0, setting: other})
+    message = str(caught.value)
+    assert str(root) in message and "complete build" in message
+    assert f"{setting} {5 if setting == 'per_class' else 0} in the folder, {other} now" in message
+    assert "another --out" in message and "--rebuild" in message
+    assert snapshot(root) == before
+
+
+def test_rebuild_gives_exactly_the_new_build(fake_source: Path, tmp_path: Path):
+    root = build_fashion50(tmp_path / "f50", per_class=5, seed=0)
+    (root / ".vipnb_cache").mkdir()  # a loader's cache of the old images goes too
+    build_fashion50(root, per_class=5, seed=1, rebuild=True)
+    fresh = build_fashion50(tmp_path / "fresh", per_class=5, seed=1)
+    train, val = split_indices(root, "train"), split_indices(root, "val")
+    assert len(train) == len(val) == 50 and not train & val
+    assert (train, val) == (split_indices(fresh, "train"), split_indices(fresh, "val"))
+    assert sorted(p.name for p in root.iterdir()) == [".complete", "classes.txt", "test",
+                                                      "train", "val"]
+    marker = json.loads((root / ".complete").read_text())
+    assert (marker["dataset"], marker["seed"], marker["version"]) == ("fashion50", 1, 1)
+
+
+def test_interrupted_build_resumes_with_its_settings_and_refuses_others(
+        fake_source: Path, tmp_path: Path, monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("vipnb.data.fashion50.write_labels_csv", killed)
+        with pytest.raises(KeyboardInterrupt):
+            build_fashion50(tmp_path / "f50", per_class=5, seed=0)
+    root = tmp_path / "f50"
+    assert not (root / ".complete").exists()
+    with pytest.raises(VipnbError, match=r"interrupted build with other settings \(seed 0 in"):
+        build_fashion50(root, per_class=5, seed=1)
+    build_fashion50(root, per_class=5, seed=0)
+    assert (root / ".complete").is_file() and not (root / ".building.json").exists()
+    assert len(split_indices(root, "train")) == 50
+
+
+def test_folder_with_foreign_files_is_refused_even_with_rebuild(fake_source: Path,
+                                                                tmp_path: Path):
+    mine = tmp_path / "mine"
+    (mine / "train").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    for rebuild in (False, True):
+        with pytest.raises(VipnbError) as caught:
+            build_fashion50(mine, per_class=5, rebuild=rebuild)
+        assert f"{mine} holds files (notes.txt, train) but no .complete" in str(caught.value)
+        assert "another --out" in str(caught.value)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "train"]
+
+
+def test_cli_refuses_another_seed_and_rebuilds_with_the_flag(fake_source: Path, tmp_path: Path,
+                                                            capsys):
+    out = str(tmp_path / "f50")
+    assert main(["data", "fashion50", "--out", out, "--per-class", "5"]) == 0
+    assert main(["data", "fashion50", "--out", out, "--per-class", "5", "--seed", "1"]) == 2
+    assert "seed 0 in the folder, 1 now" in capsys.readouterr().err
+    assert main(["data", "fashion50", "--out", out, "--per-class", "5", "--seed", "1",
+                 "--rebuild"]) == 0
+    assert json.loads((tmp_path / "f50" / ".complete").read_text())["seed"] == 1

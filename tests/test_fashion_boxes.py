@@ -75,7 +75,7 @@ def test_boxes_are_tight_around_the_item(tmp_path: Path, source):
         assert inside.mean() > 0.25  # the solid rectangle fills most of its tight box
 
 
-def test_second_call_is_a_no_op_and_changes_rebuild(tmp_path: Path, source):
+def test_second_call_is_a_no_op_and_other_settings_need_rebuild(tmp_path: Path, source):
     root = build(tmp_path / "fb", source)
     stamp = (root / STAMP).stat().st_mtime_ns
     boxes = (root / "bounding_boxes.txt").read_text()
@@ -83,25 +83,34 @@ def test_second_call_is_a_no_op_and_changes_rebuild(tmp_path: Path, source):
     assert (root / STAMP).stat().st_mtime_ns == stamp
     build(tmp_path / "again", source)
     assert (tmp_path / "again" / "bounding_boxes.txt").read_text() == boxes  # seeded
-    build(tmp_path / "fb", source, seed=1)
+    with pytest.raises(VipnbError) as caught:
+        build(tmp_path / "fb", source, seed=1)
+    message = str(caught.value)
+    assert str(root) in message and "seed 0 in the folder, 1 now" in message
+    assert "another --out" in message and "--rebuild" in message
+    assert (root / STAMP).stat().st_mtime_ns == stamp  # untouched
+    build(tmp_path / "fb", source, seed=1, rebuild=True)
     assert json.loads((root / STAMP).read_text())["seed"] == 1
     assert (root / "bounding_boxes.txt").read_text() != boxes
     assert len(read_cub(root)) == 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "fb"]  # no temp folders
 
 
-def test_partial_build_is_replaced_and_foreign_folder_kept(tmp_path: Path, source):
+def test_unreadable_stamp_needs_rebuild_and_foreign_folder_is_kept(tmp_path: Path, source):
     partial = tmp_path / "fb"
     partial.mkdir()
     (partial / STAMP).write_text("{truncated")
     (partial / "images.txt").write_text("1 a.png\n")
-    assert len(read_cub(build(partial, source))) == 30
+    with pytest.raises(VipnbError, match=r"its marker .fashion_boxes.json is unreadable"):
+        build(partial, source)
+    assert len(read_cub(build(partial, source, rebuild=True))) == 30
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(VipnbError, match=r"mine holds files but no .fashion_boxes.json.*new or "
-                                         r"empty folder"):
-        build(foreign, source)
+    for rebuild in (False, True):
+        with pytest.raises(VipnbError, match=r"mine holds files \(notes.txt\) but no "
+                                             r"\.fashion_boxes\.json.*even with --rebuild"):
+            build(foreign, source, rebuild=rebuild)
     assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(VipnbError, match=r"test set has 2 usable images of class tshirt_top, "
                                          r"fewer than test_per_class=3"):
@@ -131,3 +140,8 @@ def test_cli_builds_from_where_fashion50_finds_fashion_mnist(tmp_path: Path, mon
     assert record["counts"] == {"train": 1000, "test": 500}
     assert main(["data", "fashion-boxes"]) == 2
     assert "needs --out DIR" in capsys.readouterr().err
+    assert main(["data", "fashion-boxes", "--out", str(tmp_path / "fb"), "--seed", "4"]) == 2
+    assert "seed 3 in the folder, 4 now" in capsys.readouterr().err
+    assert main(["data", "fashion-boxes", "--out", str(tmp_path / "fb"), "--seed", "4",
+                 "--rebuild"]) == 0
+    assert json.loads((tmp_path / "fb" / STAMP).read_text())["seed"] == 4

@@ -192,3 +192,25 @@ def test_repeated_loads_give_fresh_lists_and_see_edited_files(tmp_path):
     (folder / "val.pickle").write_bytes(pickle.dumps([["n2", "n2_2.JPEG"]]))
     with pytest.raises(VipnbError, match="different classes"):
         load_vipriors_splits(folder)
+
+
+def test_identical_train_and_val_files_are_refused_naming_both(tmp_path):
+    entries = [["n1", "n1_1.JPEG"], ["n2", "n2_1.JPEG"]]
+    folder = _write_splits(tmp_path, train=entries, val=entries,
+                           test=["n1/ILSVRC2012_val_00000001.JPEG"])
+    with pytest.raises(VipnbError) as caught:
+        load_vipriors_splits(folder)
+    message = str(caught.value)
+    assert f"{folder / 'train.pickle'} and {folder / 'val.pickle'} share 2 entries" in message
+    assert "identical" in message and "vipriors-challenges-toolkit" in message
+
+
+def test_overlapping_train_and_val_files_are_refused_with_the_count(tmp_path):
+    folder = _write_splits(
+        tmp_path,
+        train=[["n1", "n1_1.JPEG"], ["n1", "n1_2.JPEG"], ["n2", "n2_1.JPEG"]],
+        val=[["n1", "n1_2.JPEG"], ["n2", "n2_2.JPEG"]],
+        test=["n1/ILSVRC2012_val_00000001.JPEG"],
+    )
+    with pytest.raises(VipnbError, match=r"share 1 entry, e\.g\. \('n1', 'n1_2\.JPEG'\)"):
+        load_vipriors_splits(folder)

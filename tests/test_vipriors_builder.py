@@ -162,7 +162,8 @@ def test_interrupted_build_resumes(tmp_path, imagenet, splits, wnids):
     (train_dir / names[3]).unlink()
     (train_dir / names[3]).write_bytes(b"half")
     (train_dir / f".{names[0]}.partial").write_bytes(b"left over by the interruption")
-    (root / ".complete").unlink()
+    # An interrupted build has its settings recorded, but no completion marker.
+    (root / ".complete").rename(root / ".building.json")
 
     report = build_vipriors(imagenet, SPLITS_DIR, tmp_path, classes=1, progress=False)
 
@@ -268,6 +269,13 @@ def test_classes_out_of_range(tmp_path, imagenet, classes):
 
 def test_build_over_another_build_is_refused(built, imagenet):
     _, root = built
-    with pytest.raises(VipnbError, match="already holds"):
+    with pytest.raises(VipnbError, match=r"classes 3 in the folder, 1 now.*--rebuild"):
         build_vipriors(imagenet, SPLITS_DIR, root.parent, classes=1, progress=False)
     assert (root / ".complete").is_file()  # nothing was touched
+
+
+def test_leftover_entries_of_a_build_with_the_same_settings_are_refused(tmp_path, imagenet):
+    build_vipriors(imagenet, SPLITS_DIR, tmp_path, classes=1, progress=False)
+    (tmp_path / "imagenet_50" / "train" / "n00000000").mkdir()
+    with pytest.raises(VipnbError, match="already holds 1 entries"):
+        build_vipriors(imagenet, SPLITS_DIR, tmp_path, classes=1, progress=False)

@@ -18,7 +18,8 @@ def _data(args) -> None:
     if args.dataset == "fashion50":
         from vipnb.data.fashion50 import build_fashion50
 
-        out = build_fashion50(args.out, per_class=args.per_class, seed=args.seed)
+        out = build_fashion50(args.out, per_class=args.per_class, seed=args.seed,
+                              rebuild=args.rebuild)
         print(f"fashion50 ready at {out}")
     elif args.dataset == "vipriors":
         from vipnb.data.vipriors import build_vipriors
@@ -27,12 +28,12 @@ def _data(args) -> None:
             if getattr(args, flag) is None:
                 raise VipnbError(f"`vipnb data vipriors` needs --{flag} DIR")
         report = build_vipriors(args.imagenet, args.splits, args.out, classes=args.classes,
-                                mode=args.mode)
+                                mode=args.mode, rebuild=args.rebuild)
         print(report.summary())
     elif args.dataset == "fashion-boxes":
         from vipnb.data.fashion_boxes import build_fashion_boxes
 
-        out = build_fashion_boxes(args.out, seed=args.seed)
+        out = build_fashion_boxes(args.out, seed=args.seed, rebuild=args.rebuild)
         print(f"fashion-boxes ready at {out} (read it with `vipnb data cub --root {out}`)")
     elif args.dataset == "cub":
         from vipnb.data.cub import cub_summary, read_cub
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--splits", help="vipriors: folder of train/val/test.pickle")
     data.add_argument("--classes", type=int, help="vipriors: keep the first N classes")
     data.add_argument("--mode", default="link", choices=["link", "symlink", "copy"])
+    data.add_argument("--rebuild", action="store_true",
+                      help="empty --out's earlier build (e.g. of other settings) and build anew")
     data.set_defaults(func=_data)
 
     train = commands.add_parser("train", help="train one recipe (reuses a finished run)")

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vipnb.data.fashion50 import CLASS_NAMES, FashionMnist, find_fashion_mnist, load_fashion_mnist
+from vipnb.data.fashion50 import (
+    CLASS_NAMES,
+    FashionMnist,
+    check_build_folder,
+    find_fashion_mnist,
+    load_fashion_mnist,
+)
 from vipnb.errors import VipnbError
 
 STAMP = ".fashion_boxes.json"
@@ -42,14 +48,16 @@ NAMES = [name.split("-", 1)[1] for name in CLASS_NAMES]  # "0-tshirt_top" → "t
 
 def build_fashion_boxes(out: str | Path, canvas: int = 64, train_per_class: int = 100,
                         test_per_class: int = 50, seed: int = 0,
-                        source: FashionMnist | tuple | None = None) -> Path:
+                        source: FashionMnist | tuple | None = None, rebuild: bool = False) -> Path:
     """Write fashion-boxes under `out` in CUB's format; returns `out`.
 
     `source` is the Fashion-MNIST arrays (a `FashionMnist`, or a tuple train_images,
     train_labels, test_images, test_labels); by default they are found as `fashion50` finds
     them ($VIPNB_FASHION_MNIST, Debian's dataset-fashion-mnist, torchvision's download).
-    A complete build with the same settings is reused; anything else is built in a temporary
-    folder beside `out` and renamed into place, so `out` is never half written.
+    A complete build with the same settings is reused. A build of other settings is refused
+    unless `rebuild`, and a non-empty folder that is no fashion-boxes build is always refused.
+    Builds happen in a temporary folder beside `out`, renamed into place, so `out` is never
+    half written.
     """
     out = Path(out)
     if canvas < 16:
@@ -58,9 +66,8 @@ def build_fashion_boxes(out: str | Path, canvas: int = 64, train_per_class: int 
     settings = {"dataset": "fashion-boxes", "version": VERSION, "canvas": canvas,
                 "train_per_class": train_per_class, "test_per_class": test_per_class,
                 "seed": seed}
-    if (out / "images.txt").is_file() and _settings_of(out / STAMP) == settings:
+    if check_build_folder(out, settings, rebuild, markers=((STAMP, "complete"),)) == "reuse":
         return out
-    _check_replaceable(out)
     data = _source(source, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -179,28 +186,6 @@ def _other(rng: np.random.Generator, n: int, index: int) -> int:
     """A random image index other than `index`."""
     pick = int(rng.integers(n - 1))
     return pick + 1 if pick >= index else pick
-
-
-def _settings_of(stamp: Path) -> dict | None:
-    try:
-        record = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return None
-    keys = ("dataset", "version", "canvas", "train_per_class", "test_per_class", "seed")
-    return {key: record.get(key) for key in keys}
-
-
-def _check_replaceable(out: Path) -> None:
-    """Only an empty folder or an earlier fashion-boxes build may be replaced."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise VipnbError(f"fashion-boxes --out {out} is a file; pass a folder")
-    if any(out.iterdir()) and not (out / STAMP).exists():
-        raise VipnbError(
-            f"fashion-boxes --out {out} holds files but no {STAMP}, so it is not an earlier "
-            "fashion-boxes build and is left alone; pass a new or empty folder"
-        )
 
 
 def _swap_in(work: Path, out: Path) -> None:

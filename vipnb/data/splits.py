@@ -235,7 +235,8 @@ def load_vipriors_splits(splits_dir: str | os.PathLike) -> VipriorsSplits:
     """Read ``train.pickle``, ``val.pickle`` and ``test.pickle`` from ``splits_dir`` and check them.
 
     Checks that train/val are pairs, test are ``wnid/file`` strings, train and val cover the same
-    classes, and every test class is a train class. Returns fresh lists on every call.
+    classes and share no entry, and every test class is a train class. Returns fresh lists on
+    every call.
     """
     paths = [Path(splits_dir) / name for name in SPLIT_FILE_NAMES]
     checked = _checked_splits(*((path, _read_bytes(path)) for path in paths))
@@ -265,6 +266,7 @@ def _checked_splits(
             f"{len(val_wnids)}; only in train: {only_train}, only in val: {only_val}). They must "
             f"come from the same release. {REDOWNLOAD_HINT}"
         )
+    _check_disjoint(train, val, splits)
     unknown = sorted(set(test_labels(splits.test)) - train_wnids)
     if unknown:
         raise VipnbError(
@@ -272,6 +274,21 @@ def _checked_splits(
             f"The split files must come from the same release. {REDOWNLOAD_HINT}"
         )
     return splits
+
+
+def _check_disjoint(train: tuple[Path, bytes], val: tuple[Path, bytes],
+                    splits: VipriorsSplits) -> None:
+    """The official train and val splits share no image; shared ones would leak val into train."""
+    shared = set(splits.train) & set(splits.val)
+    if not shared:
+        return
+    same = " (the two files are identical)" if train[1] == val[1] else ""
+    entries = "entry" if len(shared) == 1 else "entries"
+    raise VipnbError(
+        f"{train[0]} and {val[0]} share {len(shared)} {entries}{same}, e.g. {sorted(shared)[0]}; "
+        f"the official train and val splits share none, so training would see validation "
+        f"images. Pass the toolkit's own train.pickle and val.pickle. {REDOWNLOAD_HINT}"
+    )
 
 
 def test_labels(test_entries: Sequence[str]) -> list[str]:

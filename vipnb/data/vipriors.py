@@ -2,7 +2,7 @@
 
 The images are laid out exactly as the toolkit's ``generate_images.py`` lays them out
 (github.com/VIPriors/vipriors-challenges-toolkit, ``image-classification/``); ``labels.csv``,
-``classes.txt`` and ``.complete`` are additions::
+``classes.txt``, ``.building.json`` and ``.complete`` are additions::
 
     <out_dir>/imagenet_50/
         train/<wnid>/<file>       50 images per class, from ImageNet-2012 train
@@ -10,7 +10,8 @@ The images are laid out exactly as the toolkit's ``generate_images.py`` lays the
         test/imgs/img_<i>.JPEG    ImageNet-2012 val, i = position in test.pickle (0-based)
         test/labels.csv           ground truth, "Image IDs,Labels" then "img_<i>.JPEG,<class>"
         classes.txt               the sorted wnids, one per line; a class index is its line number
-        .complete                 JSON written last: counts and the split files' sha256
+        .building.json            JSON written before the first file: the settings
+        .complete                 JSON written last: the settings, counts and build mode
 
 Class indices follow the sorted wnids, which for the full 1000 classes is timm's
 ``imagenet_synsets`` order, so ImageNet-style label files and heads line up.
@@ -23,6 +24,10 @@ Beyond the toolkit: files are hard-linked by default (no extra disk space), ever
 before anything is written, and a re-run resumes: a destination that already exists with the
 source's size is skipped, and new files appear under their final name only once complete (written
 under a hidden ``.<name>.partial`` name, then renamed with ``os.replace``).
+
+The settings (kept classes, the split files' sha256, the ImageNet folder) are recorded, and a
+folder holding a build of other settings is refused, as mixing two builds leaks val images into
+train; ``rebuild=True`` empties it first (links go, never the ImageNet files they point at).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vipnb.atomic import write_text_atomic
+from vipnb.data.fashion50 import BUILDING, COMPLETE, check_build_folder, empty_folder
 from vipnb.data.layout import write_class_list
 from vipnb.data.splits import (
     SPLIT_FILE_NAMES,
@@ -49,6 +55,7 @@ from vipnb.errors import VipnbError
 from vipnb.eval.submission import write_labels_csv
 
 BUILD_MODES = ("link", "symlink", "copy")
+VERSION = 1  # bump when the layout changes, so earlier builds are refused until rebuilt
 DATASET_FOLDER = "imagenet_50"
 
 # Hard-link failures that mean "not possible here" rather than a real problem with the file:
@@ -195,7 +202,8 @@ def _check_no_foreign_entries(root: Path, wnids: list[str], test_ids: set[str]) 
         raise VipnbError(
             f"{root} already holds {len(foreign)} entries this build would not make (e.g. "
             f"{examples}); it was probably built with another `classes` or other split files. "
-            f"Build into an empty out_dir, or delete {root} first. Nothing was written."
+            f"Build into an empty out_dir, or pass --rebuild to empty {root} first. Nothing was "
+            f"written."
         )
 
 
@@ -256,6 +264,7 @@ def build_vipriors(
     classes: int | None = None,
     mode: str = "link",
     progress: bool = True,
+    rebuild: bool = False,
 ) -> BuildReport:
     """Build ``<out_dir>/imagenet_50`` from ImageNet-2012 and the official VIPriors split files.
 
@@ -269,8 +278,10 @@ def build_vipriors(
         mode: "link" (hard links; falls back to symlinks across file systems, then to copies),
             "symlink" or "copy". Files already in place with the right size are kept as they are.
         progress: show tqdm progress bars.
+        rebuild: empty ``imagenet_50`` first when it holds an earlier build (of any settings).
 
-    Every input is checked before anything is written; a re-run resumes an interrupted build.
+    Every input is checked before anything is written; a re-run with the same settings resumes
+    an interrupted build. A build of other settings is refused unless ``rebuild``.
     """
     if mode not in BUILD_MODES:
         raise VipnbError(
@@ -285,14 +296,26 @@ def build_vipriors(
     all_wnids = splits.wnids
     _check_classes(classes, len(all_wnids))
     wnids = all_wnids[:classes] if classes is not None else all_wnids
+    settings = {
+        "dataset": "vipriors",
+        "version": VERSION,
+        "classes": len(wnids),
+        "imagenet": str(imagenet_root),
+        "split_sha256": {name: _sha256(splits_dir / name) for name in SPLIT_FILE_NAMES},
+    }
+    verdict = check_build_folder(root, settings, rebuild)
     planned, test_rows = _plan(splits, wnids, imagenet_root, root)
     files = _stat_sources(planned, imagenet_root, progress)
-    _check_no_foreign_entries(root, wnids, {image_id for image_id, _ in test_rows})
+    if verdict != "rebuild":
+        _check_no_foreign_entries(root, wnids, {image_id for image_id, _ in test_rows})
 
-    # Inputs are fine; from here on we write. The old marker goes first so that an interrupted
-    # build never looks complete.
+    # Inputs are fine; from here on we write. The settings go first and the old completion
+    # marker next, so that an interrupted build never looks complete and is known for what it is.
     try:
-        (root / ".complete").unlink(missing_ok=True)
+        if verdict == "rebuild":
+            empty_folder(root)
+        write_text_atomic(root / BUILDING, json.dumps(settings, indent=2) + "\n")
+        (root / COMPLETE).unlink(missing_ok=True)
         for directory in sorted({file.destination.parent for file in files}):
             directory.mkdir(parents=True, exist_ok=True)
         (root / "test" / "imgs").mkdir(parents=True, exist_ok=True)
@@ -320,13 +343,14 @@ def build_vipriors(
             root=root, classes=len(wnids), test=len(test_rows), **counts, **outcomes
         )
         marker = {
-            "classes": len(wnids),
+            **settings,
             "classes_limit": classes,
             "counts": {"train": report.train, "val": report.val, "test": report.test},
             "mode": mode,
-            "split_sha256": {name: _sha256(splits_dir / name) for name in SPLIT_FILE_NAMES},
+            "splits": str(splits_dir),
         }
-        write_text_atomic(root / ".complete", json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(root / COMPLETE, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        (root / BUILDING).unlink()
     except OSError as error:
         raise VipnbError(
             f"Could not write under {root}: {error}. Check that it is writable and has space; "
