@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from vipnb import paths
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
@@ -123,14 +125,19 @@ def _worker_pool(processes: int) -> ProcessPoolExecutor:
 def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str], processes: int,
                     start: Callable[[str], Future]) -> None:
     """Start each run once the runs it needs have finished, at most `processes` at a time, in
-    `order` among the ready ones; a failed run raises (the runs under way still finish)."""
+    `order` among the ready ones; a failed run raises (the runs under way still finish). A
+    progress bar counts finished runs and estimates the time left."""
     needs = {name: graph[name][1] & graph.keys() for name in order}  # finished ones are left out
     running: dict[Future, str] = {}
+    bar = tqdm(total=len(order), desc="runs", unit="run", file=sys.stdout, mininterval=10.0,
+               ascii=True, ncols=100)
     while needs or running:
         ready = [name for name in order if name in needs and not needs[name]]
         for name in ready[:processes - len(running)]:
             del needs[name]
             running[start(name)] = name
+            bar.write(f"run {len(order) - len(needs)} of {len(order)} started: {name} "
+                      f"({graph[name][0].total_epochs} epochs)")
         if not running:
             raise VipnbError(f"runs that wait on each other: {', '.join(sorted(needs))}; a "
                              "recipe's teacher, init_from or hierarchy_from must not lead back "
@@ -139,8 +146,10 @@ def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str],
         for future in done:
             future.result()
             finished = running.pop(future)
+            bar.update()
             for waiting in needs.values():
                 waiting.discard(finished)
+    bar.close()
 
 
 def _train_quietly(recipe: Recipe, runs_root: str | None) -> None:
