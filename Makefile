@@ -38,7 +38,7 @@ reproduce: setup
 
 lab: setup
 	$(BIN)/python -m ipykernel install --user --name vipnb --display-name "vipnb (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(SUDO),,--allow-root)
 
 # Rewrite every .ipynb twin from its .py, with the expected outputs nbval compares.
 notebooks: setup

@@ -136,3 +136,18 @@ def test_sigterm_during_a_run_leaves_the_report_folder_as_it_was(tmp_path):
     assert process.returncode == 130 and "interrupted" in err
     assert (folder / "table.md").read_text() == "old"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["97_writes"]
+
+
+def test_vipnb_run_shows_which_notebook_and_the_cells_output(tmp_path, capsys):
+    source = notebook(tmp_path, WRITES_TABLE + "print('epoch 3 of 5')\n")
+    assert main(["run", str(source), "--profile", "smoke", "-p",
+                 f"out_dir={tmp_path / 'out'}"]) == 0
+    out = capsys.readouterr().out
+    assert "notebook 1 of 1: " in out and "epoch 3 of 5" in out
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="JupyterLab refuses root only when run as root")
+def test_make_lab_starts_as_root():
+    plan = subprocess.run(["make", "-n", "lab"], cwd=paths.project_root(), capture_output=True,
+                          text=True, check=True).stdout
+    assert "jupyter lab notebooks/ --allow-root" in plan

@@ -125,9 +125,11 @@ def _show_notebook_output() -> None:
     """papermill logs each cell's output (training progress included) at INFO: print it."""
     import logging
 
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("papermill")
+    logger.handlers = [h for h in logger.handlers if h.get_name() != "vipnb-run"]
+    handler = logging.StreamHandler(sys.stdout)  # the current stdout, once
+    handler.set_name("vipnb-run")
+    handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

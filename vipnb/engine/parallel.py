@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from vipnb import paths
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
@@ -26,6 +24,7 @@ from vipnb.engine.rescore import rescore, rescored_file
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import train
 from vipnb.errors import VipnbError
+from vipnb.progress import progress_bar
 
 
 def default_processes(profile: str) -> int:
@@ -129,8 +128,7 @@ def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str],
     progress bar counts finished runs and estimates the time left."""
     needs = {name: graph[name][1] & graph.keys() for name in order}  # finished ones are left out
     running: dict[Future, str] = {}
-    bar = tqdm(total=len(order), desc="runs", unit="run", file=sys.stdout, mininterval=10.0,
-               ascii=True, ncols=100)
+    bar = progress_bar(total=len(order), desc="runs", unit="run", mininterval=10.0, ncols=100)
     while needs or running:
         ready = [name for name in order if name in needs and not needs[name]]
         for name in ready[:processes - len(running)]:
