@@ -26,13 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vipnb.data.fashion50 import (
-    CLASS_NAMES,
-    FashionMnist,
-    check_build_folder,
-    find_fashion_mnist,
-    load_fashion_mnist,
-)
+from vipnb.data.build_folder import check_build_folder
+from vipnb.data.fashion50 import CLASS_NAMES, FashionMnist, find_fashion_mnist, load_fashion_mnist
 from vipnb.errors import VipnbError
 
 STAMP = ".fashion_boxes.json"

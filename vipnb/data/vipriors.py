@@ -43,7 +43,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vipnb.atomic import write_text_atomic
-from vipnb.data.fashion50 import BUILDING, COMPLETE, check_build_folder, empty_folder
+from vipnb.data.build_folder import BUILDING, COMPLETE, check_build_folder, empty_folder
 from vipnb.data.layout import write_class_list
 from vipnb.data.splits import (
     SPLIT_FILE_NAMES,
