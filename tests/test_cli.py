@@ -41,3 +41,14 @@ def test_failing_notebook_cell_is_reported_by_number_and_line(tmp_path):
     message = str(info.value)
     assert "line 3: z = x / 0" in message and "ZeroDivisionError" in message
     assert "99_fails.ipynb" in message and not (tmp_path / "reports" / "99_fails").exists()
+
+
+def test_an_unwritable_path_is_one_line_naming_it(tiny_tree, tmp_path, capsys):
+    recipe = write_recipe_file(tmp_path, "tiny", tiny_tree)
+    assert main(["train", str(recipe), "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    (tmp_path / "a_file").write_text("not a folder")
+    target = tmp_path / "a_file" / "sub.csv"
+    assert main(["evaluate", str(run_dir), "--submission", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vipnb: error: ") and "a_file" in err and "Traceback" not in err

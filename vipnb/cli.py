@@ -112,7 +112,7 @@ def _run(args) -> None:
     if args.launcher:
         from vipnb.launch import notebook_job, submit
 
-        jobs = [(name, args.profile, parameters) for name in names]
+        jobs = [(name, args.profile, parameters, args.overwrite) for name in names]
         submit(notebook_job, jobs, _cluster(args), wait=args.launcher == "local")
         return
     _show_notebook_output()
@@ -242,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except VipnbError as e:
         print(f"vipnb: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user gave: unreadable, unwritable, full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vipnb: error: {where}{e.strerror or e}; check the path and its permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vipnb: interrupted; what was finished is kept, reports were left as they were",

@@ -56,10 +56,11 @@ def slurm_parameters(options: ClusterOptions) -> dict[str, Any]:
     return parameters
 
 
-def notebook_job(name: str, profile: str, parameters: dict[str, Any]) -> str:
+def notebook_job(name: str, profile: str, parameters: dict[str, Any],
+                 overwrite: bool = False) -> str:
     from vipnb.run import run_notebook
 
-    return str(run_notebook(name, profile, parameters))
+    return str(run_notebook(name, profile, parameters, overwrite=overwrite))
 
 
 def train_job(recipe_path: str, profile: str, overrides: dict[str, Any],
