@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,8 +189,70 @@ _CHOICES = {
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 
 
-def from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate `values` against the Recipe keys; an unknown key or bad value names itself."""
+@dataclass(frozen=True)
+class _Range:
+    """The finite numbers from `low` to `high`; an open end leaves that end out."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (math.isfinite(value)
+                and (self.low < value if self.open_low else self.low <= value)
+                and (value < self.high if self.open_high else value <= self.high))
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return (f"{'(' if self.open_low else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.open_high else ']'}")
+
+
+AT_LEAST_ONE = _Range(1)
+POSITIVE = _Range(0, open_low=True)
+NON_NEGATIVE = _Range(0)
+PROBABILITY = _Range(0, 1)
+FRACTION = _Range(0, 1, open_high=True)  # 1 would leave nothing (smoothing, EMA, momentum)
+SHARE = _Range(0, 1, open_low=True)  # a non-empty part of the whole (crop, scale, decay)
+# The allowed values of each numeric key. A tuple of ranges: that many items, one range each;
+# a single range for a tuple key: any number of items, each in it. Keys not listed are
+# names checked by _CHOICES or by the code that uses them (model, eval_views, model_kwargs).
+_RANGES: dict[str, _Range | tuple[_Range, ...]] = {
+    **dict.fromkeys(("cache_size", "input_size", "experts", "gate_k", "taylor_order",
+                     "semantic_scale_store", "coverage_per_hard", "coverage_per_other",
+                     "moco_dim", "moco_queue", "epochs", "batch_size", "accum_steps",
+                     "decay_epochs", "eval_batch_size", "val_every"), AT_LEAST_ONE),
+    **dict.fromkeys(("lr", "moco_temperature", "bi_tempered_t2"), POSITIVE),
+    # seed >= 0: numpy's generators refuse negative seeds.
+    **dict.fromkeys(("train_limit", "eval_limit", "test_limit", "workers", "shared_stages",
+                     "seed", "class_subset", "coverage_classes", "box_loss_weight",
+                     "gaussian_noise", "mixup_alpha", "cutmix_alpha", "mixup_off_epochs",
+                     "focal_gamma", "diversity_weight", "loss_weight", "center_loss_weight",
+                     "tree_loss_weight", "weight_decay", "warmup_epochs", "warmup_lr",
+                     "min_lr", "cooldown_epochs"), NON_NEGATIVE),
+    **dict.fromkeys(("val_into_train", "drop_rate", "drop_path_rate", "label_smoothing",
+                     "momentum", "moco_momentum", "ema_decay"), FRACTION),
+    # bi_tempered_t1 <= 1: the loss is bounded only there (Amid et al. 2019), and 2 divides by 0.
+    **dict.fromkeys(("hflip", "vflip", "random_erasing", "mixup_prob", "mixup_switch_prob",
+                     "distill_label_weight", "center_loss_alpha", "bi_tempered_t1"),
+                    PROBABILITY),
+    **dict.fromkeys(("crop_pct", "decay_rate"), SHARE),
+    "scale": (SHARE, SHARE), "ratio": (POSITIVE, POSITIVE),
+    "mean": (PROBABILITY,) * 3, "std": (POSITIVE,) * 3,  # of RGB pixels scaled to [0, 1]
+    # brightness, contrast, saturation; hue turns at most half the colour wheel
+    "color_jitter": (NON_NEGATIVE,) * 3 + (_Range(0, 0.5),),
+}
+_ORDERED = ("scale", "ratio")  # (low, high) ranges that timm samples from
+# A recipe's name becomes a run folder's name, so it may hold no path.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def from_dict(values: dict[str, Any], source: str = "recipe",
+              overridden: Collection[str] = ()) -> Recipe:
+    """Validate `values` against the Recipe keys; an unknown key or bad value names itself,
+    and as coming from an override when its key is in `overridden`."""
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise VipnbError(
@@ -196,11 +261,58 @@ def from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
         )
     if "name" not in values:
         raise VipnbError(f"{source}: a recipe needs a `name`")
-    typed = {key: _coerce(key, value, source) for key, value in values.items()}
+
+    def where(key: str) -> str:
+        return f"override of {source}" if key in overridden else source
+
+    typed = {key: _coerce(key, value, where(key)) for key, value in values.items()}
     for key, choices in _CHOICES.items():
         if key in typed and typed[key] not in choices:
-            raise VipnbError(f"{source}: {key}={typed[key]!r} is not one of {', '.join(choices)}")
-    return Recipe(**typed)
+            raise VipnbError(f"{where(key)}: {key}={typed[key]!r} is not one of "
+                             f"{', '.join(choices)}")
+    for key, value in typed.items():
+        _check_range(key, value, where(key))
+    _check_names(typed, where)
+    recipe = Recipe(**typed)
+    if recipe.architecture == "mtl_moe" and recipe.gate_k > recipe.experts:
+        raise VipnbError(f"{where('gate_k')}: gate_k={recipe.gate_k} routes each image to more "
+                         f"than the experts={recipe.experts} there are; choose gate_k <= experts")
+    return recipe
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    allowed = _RANGES.get(key)
+    if allowed is None:
+        return
+    if isinstance(allowed, tuple):
+        fits = len(value) == len(allowed) and all(v in r for v, r in zip(value, allowed, strict=True))
+        rule = (f"{len(allowed)} values, each {allowed[0]}" if len(set(allowed)) == 1
+                else f"{len(allowed)} values: {', '.join(map(str, allowed))}")
+        if key in _ORDERED:
+            fits, rule = fits and value[0] <= value[1], f"{rule}, the first <= the second"
+    elif isinstance(value, tuple):
+        fits, rule = all(v in allowed for v in value), f"each item {allowed}"
+    else:
+        fits, rule = value in allowed, str(allowed)
+    if not fits:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise VipnbError(f"{where}: {key}={shown!r} is out of range; allowed: {rule}")
+
+
+def _check_names(typed: dict[str, Any], where) -> None:
+    """`name` is a safe name; a dependency is one too or a path to a recipe file."""
+    def safe(name: str) -> bool:
+        return bool(_SAFE_NAME.fullmatch(name)) and ".." not in name
+
+    rule = "letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
+    if not safe(typed["name"]):
+        raise VipnbError(f"{where('name')}: name={typed['name']!r} is not a safe name (it names "
+                         f"the run folder); use {rule}")
+    for key in DEPENDENCY_KEYS:
+        value = typed.get(key, "")
+        if value and not safe(value) and Path(value).suffix not in (".yaml", ".yml"):
+            raise VipnbError(f"{where(key)}: {key}={value!r} is neither a recipe name ({rule}) "
+                             "nor the path of a .yaml recipe file")
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -218,6 +330,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 return value
             raise ValueError("expected true or false")
+        if isinstance(default, (int, float)) and isinstance(value, bool):
+            raise ValueError("expected a number, not true/false")  # YAML reads yes/no as bools
         if isinstance(default, int):
             if float(value) != int(float(value)):
                 raise ValueError("expected a whole number")
@@ -236,7 +350,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise ValueError("expected a mapping")
             return dict(items)
         return str(value)
-    except (TypeError, ValueError, yaml.YAMLError) as e:
+    except (TypeError, ValueError, OverflowError, yaml.YAMLError) as e:  # Overflow: int(inf)
         raise VipnbError(f"{source}: bad value {value!r} for recipe key `{key}`: {e}") from None
 
 
@@ -255,9 +369,16 @@ def find_recipe(name_or_path: str | Path) -> Path:
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = find_recipe(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VipnbError(f"{path}: cannot read this recipe file ({e.strerror or e}); "
+                         "give the path of a readable .yaml file") from None
+    except UnicodeDecodeError as e:
+        raise VipnbError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                         "save the recipe as UTF-8 YAML") from None
     except yaml.YAMLError as e:
-        raise VipnbError(f"{path}: not valid YAML: {e}") from None
+        raise VipnbError(f"{path}: not valid YAML: {e}\nFix the line shown (indentation, "
+                         "a missing ':' or an unclosed quote or bracket)") from None
     allowed = {"name", "description", "paper", "extends", "base", "profiles"}
     if not isinstance(document, dict) or set(document) - allowed:
         extra = sorted(set(document or {}) - allowed) if isinstance(document, dict) else []
@@ -265,10 +386,33 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
             f"{path}: a recipe file is a mapping with keys {', '.join(sorted(allowed))}"
             + (f"; unknown: {', '.join(extra)}" if extra else "")
         )
+    _check_sections(path, document)
     missing_profiles = [p for p in PROFILES if p not in (document.get("profiles") or {})]
     if missing_profiles and "extends" not in document:
         raise VipnbError(f"{path}: profiles {', '.join(missing_profiles)} missing under `profiles`")
     return document
+
+
+def _check_sections(path: Path, document: dict[str, Any]) -> None:
+    """Each part of a recipe file has the shape `_settings` reads."""
+    if document.get("name") in (None, ""):
+        raise VipnbError(f"{path}: no `name`; add `name: {path.stem}` at the top")
+    if not isinstance(document.get("extends", ""), str):
+        raise VipnbError(f"{path}: `extends` is {document['extends']!r}; give one recipe name "
+                         "or .yaml path")
+    profiles = document.get("profiles") or {}
+    sections = {"base": document.get("base"), "paper": document.get("paper"),
+                "profiles": profiles,
+                **({f"profiles.{p}": s for p, s in profiles.items()}
+                   if isinstance(profiles, dict) else {})}
+    for section, settings in sections.items():
+        if settings is not None and not isinstance(settings, dict):
+            raise VipnbError(f"{path}: `{section}` is {type(settings).__name__} {settings!r}; "
+                             "write it as a mapping of `key: value` lines")
+    unknown = sorted(map(str, set(profiles) - set(PROFILES)))
+    if unknown:
+        raise VipnbError(f"{path}: unknown profile(s) {', '.join(unknown)} under `profiles`; "
+                         f"valid profiles: {', '.join(PROFILES)}")
 
 
 def load_recipe(name_or_path: str | Path, profile: str = "cpu",
@@ -280,7 +424,8 @@ def load_recipe(name_or_path: str | Path, profile: str = "cpu",
     document = read_recipe_file(path)
     values = {"name": document["name"], **_settings(path, profile), "profile": profile,
               **(overrides or {})}
-    return from_dict(values, source=f"{path} (profile {profile})")
+    return from_dict(values, source=f"{path} (profile {profile})",
+                     overridden=set(overrides or {}))
 
 
 def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -309,7 +454,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise VipnbError(f"bad override {pair!r}: write key=value, e.g. -p epochs=5")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or e
+            raise VipnbError(f"bad override -p {pair!r}: its value is not valid YAML ({problem}); "
+                             "close brackets and quotes, e.g. -p scale=[0.5,1.0]") from None
     return overrides
