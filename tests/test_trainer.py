@@ -75,18 +75,25 @@ def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tiny_tree: Pa
     assert state["next_epoch"] == 1
 
 
-class ExplodesWhenSaved:
-    def __reduce__(self):
-        raise RuntimeError("disk full (simulated)")
-
-
-def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path: Path):
+def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path: Path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_atomic({"epoch": 1, "weights": torch.ones(3)}, path)
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_atomic({"epoch": 2, "bad": ExplodesWhenSaved()}, path)
+
+    def disk_full(state, stream):
+        stream.write(b"half a checkpoint")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"epoch": 2, "weights": torch.zeros(3)}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_state_that_could_not_be_loaded_back_is_not_saved(tmp_path: Path):
+    with pytest.raises(TypeError, match=r"state\['lr'\] is a numpy.float64"):
+        save_atomic({"lr": np.float64(0.1)}, tmp_path / "checkpoint.pt")
+    assert not list(tmp_path.iterdir())
 
 
 def test_unreadable_checkpoint_says_what_to_do(tmp_path: Path):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vipnb.data.box_augment import BoxEvalTransform, BoxTrainTransform
 from vipnb.data.box_data import BoxData, BoxSplit, load_box_data
-from vipnb.engine.checkpoint import load_checkpoint, save_atomic
+from vipnb.engine.checkpoint import load_checkpoint, restoring_from, save_atomic
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
@@ -179,7 +179,8 @@ class MtlTrainer:
         if not self.run.checkpoint_file.exists():
             return 0, 0.0
         state = load_checkpoint(self.run.checkpoint_file)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        return int(state["next_epoch"]), float(state["wall_time_s"])
+        with restoring_from(self.run.checkpoint_file):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            return int(state["next_epoch"]), float(state["wall_time_s"])

@@ -8,17 +8,19 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from vipnb.atomic import write_text_atomic
+from vipnb.atomic import atomic_file, write_text_atomic
 from vipnb.engine.recipe import Recipe, from_dict
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,54 @@ class RunDir:
 
     @property
     def recipe(self) -> Recipe:
-        return from_dict(yaml.safe_load(self.recipe_file.read_text()), source=str(self.recipe_file))
+        try:
+            values = yaml.safe_load(self.recipe_file.read_text())
+        except FileNotFoundError:
+            raise VipnbError(f"{self.path} has no recipe.yaml: it is not a run directory, or its "
+                             "training never started") from None
+        except yaml.YAMLError as e:
+            raise self._damaged(self.recipe_file, e) from None
+        if not isinstance(values, dict):
+            raise self._damaged(self.recipe_file, "not a mapping of recipe keys")
+        return from_dict(values, source=str(self.recipe_file))
 
     def summary(self) -> dict:
         if not self.finished:
             raise VipnbError(f"run {self.path} has not finished: train it first (no summary.json)")
-        return json.loads(self.summary_file.read_text())
+        try:
+            summary = json.loads(self.summary_file.read_text())
+        except ValueError as e:
+            raise self._damaged(self.summary_file, e) from None
+        if not isinstance(summary, dict):
+            raise self._damaged(self.summary_file, "not a JSON object")
+        return summary
+
+    def _damaged(self, file: Path, problem) -> VipnbError:
+        problem = " ".join(str(problem).split())  # a YAML error spans lines
+        return VipnbError(f"{file} cannot be read ({problem}); delete the run directory "
+                          f"{self.path} and train the run again")
 
     def metrics(self) -> list[dict]:
+        return self._read_metrics()[0]
+
+    def _read_metrics(self) -> tuple[list[dict], bool]:
+        """The epochs' records, and whether a torn last line (a write cut short by a kill)
+        was left out; a damaged line before the last raises."""
         if not self.metrics_file.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+            return [], False
+        lines = [line for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            record = _metrics_record(line)
+            if record is None and number == len(lines):
+                return records, True
+            if record is None:
+                raise VipnbError(
+                    f"{self.metrics_file}, line {number}, is not an epoch's record: the file is "
+                    "damaged; delete the run directory, or train with --restart, to train the "
+                    "run from the start")
+            records.append(record)
+        return records, False
 
     def logits_file(self, split: str) -> Path:
         """Where the logits of `split` (val, test, or a re-scored view of it) are saved."""
@@ -99,7 +138,11 @@ class RunDir:
 
     def truncate_metrics(self, before_epoch: int) -> None:
         """Drop epochs at or after `before_epoch` (left by a run killed after its checkpoint)."""
-        kept = [m for m in self.metrics() if m["epoch"] < before_epoch]
+        records, torn = self._read_metrics()
+        if torn:
+            log.warning("%s: left out its last line, cut short when training was killed",
+                        self.metrics_file)
+        kept = [m for m in records if m["epoch"] < before_epoch]
         write_text_atomic(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
 
     def append_metrics(self, record: dict) -> None:
@@ -108,13 +151,21 @@ class RunDir:
 
     def write_logits(self, split: str, logits: np.ndarray, labels: np.ndarray, ids: list[str],
                      classes: list[str]) -> None:
-        tmp = self.path / f".logits_{split}.tmp.npz"
-        np.savez_compressed(tmp, logits=logits.astype(np.float32), labels=labels,
-                            ids=np.asarray(ids), classes=np.asarray(classes))
-        os.replace(tmp, self.logits_file(split))
+        with atomic_file(self.logits_file(split), "wb") as stream:
+            np.savez_compressed(stream, logits=logits.astype(np.float32), labels=labels,
+                                ids=np.asarray(ids), classes=np.asarray(classes))
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomic(self.summary_file, json.dumps(summary, indent=1))
+
+
+def _metrics_record(line: str) -> dict | None:
+    """The record on one line of metrics.jsonl, or None if it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 
 
 def _plain(value):

@@ -30,10 +30,11 @@ from vipnb import paths
 from vipnb.data.augment import EvalTransform, TrainTransform
 from vipnb.data.sources import RunData, SplitSource, load_run_data
 from vipnb.engine.build import build_model, initialise_from, load_trained_model
-from vipnb.engine.checkpoint import load_checkpoint, save_atomic
+from vipnb.engine.checkpoint import load_checkpoint, restoring_from, save_atomic
 from vipnb.engine.distributed import DistInfo, init_distributed
 from vipnb.engine.objective import Objective
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
+from vipnb.engine.run_lock import training_claim
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
@@ -52,7 +53,7 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     without it, an unfinished run starts again from scratch.
     """
     run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
-    if run.finished:
+    if run.finished:  # reused as it is: no lock needed to read it
         return run
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
     starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
@@ -60,27 +61,34 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     if recipe.architecture == "mtl_moe":  # box targets and two heads: a loop of its own
         from vipnb.engine.mtl_trainer import train_mtl
 
-        if not resume:
-            run.checkpoint_file.unlink(missing_ok=True)
         default = "cuda" if torch.cuda.is_available() else "cpu"
-        return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
+        with training_claim(run) as unfinished:
+            if not unfinished:  # another process finished it meanwhile
+                return run
+            if not resume:
+                run.checkpoint_file.unlink(missing_ok=True)
+            return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
     dist_info, default_device = init_distributed()
-    if dist_info.is_main:
-        if not resume:
-            run.checkpoint_file.unlink(missing_ok=True)
-        run.write_recipe(recipe)
-        data = load_run_data(recipe)  # the main process builds data and caches first
-    dist_info.barrier()
-    if not dist_info.is_main:
-        data = load_run_data(recipe)
-    configure_determinism(recipe)
-    device = torch.device(device) if device else default_device
-    trainer = Trainer
-    if recipe.stage == "moco":
-        from vipnb.engine.moco_stage import MocoTrainer  # it builds on this module
+    # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
+    with training_claim(run, dist_info, default_device) as unfinished:
+        if not unfinished:  # another process finished it meanwhile
+            return run
+        if dist_info.is_main:
+            if not resume:
+                run.checkpoint_file.unlink(missing_ok=True)
+            run.write_recipe(recipe)
+            data = load_run_data(recipe)  # the main process builds data and caches first
+        dist_info.barrier()
+        if not dist_info.is_main:
+            data = load_run_data(recipe)
+        configure_determinism(recipe)
+        device = torch.device(device) if device else default_device
+        trainer = Trainer
+        if recipe.stage == "moco":
+            from vipnb.engine.moco_stage import MocoTrainer  # it builds on this module
 
-        trainer = MocoTrainer
-    return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
+            trainer = MocoTrainer
+        return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
 
 
 class Trainer:
@@ -366,14 +374,15 @@ class Trainer:
         if not self.run.checkpoint_file.exists():
             return 0, 0.0
         state = load_checkpoint(self.run.checkpoint_file)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.objective.load_state_dict(state.get("objective") or {})
-        log.info("resumed %s at epoch %d", self.run.path, state["next_epoch"])
-        return int(state["next_epoch"]), float(state["wall_time_s"])
+        with restoring_from(self.run.checkpoint_file):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.objective.load_state_dict(state.get("objective") or {})
+            log.info("resumed %s at epoch %d", self.run.path, state["next_epoch"])
+            return int(state["next_epoch"]), float(state["wall_time_s"])
 
     def _autocast(self):
         if use_bf16(self.recipe.amp, self.device):
