@@ -9,14 +9,12 @@ plots are test accuracy per epoch.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from tqdm import tqdm
 
 from vipnb.data.box_augment import BoxEvalTransform, BoxTrainTransform
 from vipnb.data.box_data import BoxData, BoxSplit, load_box_data
@@ -26,6 +24,7 @@ from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.boxes import box_metrics
 from vipnb.models.mtl_moe import MtlMoE, freeze_for_transfer, replace_classifier
+from vipnb.progress import progress_bar
 
 
 def build_mtl_moe(recipe: Recipe, num_classes: int) -> MtlMoE:
@@ -83,9 +82,9 @@ class MtlTrainer:
     def fit(self) -> RunDir:
         start_epoch, wall_time = self._restore()
         self.run.truncate_metrics(start_epoch)
-        bar = tqdm(range(start_epoch, self.total_epochs), desc=self.recipe.run_name,
-                   total=self.total_epochs, initial=start_epoch, disable=not self.progress,
-                   file=sys.stdout, mininterval=2.0, ascii=True, dynamic_ncols=False, ncols=110)
+        bar = progress_bar(range(start_epoch, self.total_epochs), desc=self.recipe.run_name,
+                           total=self.total_epochs, initial=start_epoch,
+                           disable=not self.progress, mininterval=2.0, ncols=110)
         test = None
         for epoch in bar:
             started = time.perf_counter()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,7 +23,6 @@ from timm.data.random_erasing import RandomErasing
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
-from tqdm import tqdm
 
 from vipnb import paths
 from vipnb.data.augment import EvalTransform, TrainTransform
@@ -41,6 +39,7 @@ from vipnb.eval.metrics import top1
 from vipnb.eval.tta import tta_predict
 from vipnb.losses import Hierarchy, induce_hierarchy
 from vipnb.models.dsk import DualResidualBottleneck
+from vipnb.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +150,9 @@ class Trainer:
         if self.dist.is_main:
             self.run.truncate_metrics(start_epoch)
         epochs = range(start_epoch, self.total_epochs)
-        bar = tqdm(epochs, desc=self.recipe.run_name, total=self.total_epochs,
-                   initial=start_epoch, disable=not self.progress, file=sys.stdout,
-                   mininterval=2.0, ascii=True, dynamic_ncols=False, ncols=110)
+        bar = progress_bar(epochs, desc=self.recipe.run_name, total=self.total_epochs,
+                           initial=start_epoch, disable=not self.progress, mininterval=2.0,
+                           ncols=110)
         for epoch in bar:
             started = time.perf_counter()
             train_loss, images_per_s = self._train_one_epoch(epoch)
