@@ -35,7 +35,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
-out_dir = None  # where reports go; None: reports/00_data_and_baseline
+out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
 
 # %%
 import time
@@ -53,10 +53,11 @@ from vipnb.eval.submission import score_submission, write_submission
 from vipnb.report.header import make_header
 from vipnb.report.plots import image_grid
 from vipnb.report.runs import SeedGroup, write_group_reports
+from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 
 started = time.perf_counter()
-out_dir = Path(out_dir or paths.reports_root() / "00_data_and_baseline")
+out_dir = Path(out_dir or paths.report_dir("00_data_and_baseline", profile))
 overrides = {"data_root": data_root} if data_root else {}
 recipes = [load_recipe("baseline_resnet", profile, {**overrides, "seed": s}) for s in seeds]
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
@@ -167,3 +168,14 @@ test = runs[0].logits("test")
 submission = write_submission(out_dir / "submission_seed0.csv", test.ids, test.predictions)
 score = score_submission(root / "test" / "labels.csv", submission)
 print(f"{submission.name}: top-1 {score.top1:.4f} over {score.matched} images")
+
+# %% [markdown]
+# ## The runs behind these reports
+#
+# `runs.csv` lists every run whose logits made a number above: the recipe, profile, seed and
+# overrides that name it, its validation top-1 (what selects models), its test top-1 (one
+# value per seed), epochs and wall time.
+
+# %%
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

@@ -39,7 +39,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the CUB_200_2011 folder; None: fashion-boxes under ./data
-out_dir = None  # where reports go; None: reports/02_mtl_moe_cub
+out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
 
 # %%
 import time
@@ -60,11 +60,13 @@ from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.mtl_plots import boxes_grid, routing_heatmap, seed_curves_plot
 from vipnb.report.mtl_runs import routing, run_metrics, seed_curve
-from vipnb.report.plots import per_class_accuracy_plot
+from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
+from vipnb.report.runs import SeedGroup
+from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 
 started = time.perf_counter()
-out_dir = Path(out_dir or paths.reports_root() / "02_mtl_moe_cub")
+out_dir = Path(out_dir or paths.report_dir("02_mtl_moe_cub", profile))
 overrides = {"data_root": data_root} if data_root else {}
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
@@ -281,7 +283,20 @@ display(Image(str(plot)))
 hard = write_hard_classes(hard_classes(series["MTL-MoE (3 experts)"], data.classes, k_worst=3),
                           out_dir / "mtl_moe_e3_test_hard_classes.csv", header)
 print(hard.read_text())
+confusion_heatmap(SeedGroup("mtl_moe_e3", runs["mtl_moe_e3"]).confusion(), data.classes,
+                  out_dir / "mtl_moe_e3_test_confusion.png", header)
 
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
       f"(training time of its runs, cached or not: {training_s / 60:.1f} min)")
+
+# %% [markdown]
+# ## The runs behind these reports
+#
+# `runs.csv` lists every run whose logits made a number above: the recipe, profile, seed and
+# overrides that name it, its validation top-1 (what selects models), its test top-1 (one
+# value per seed), epochs and wall time.
+
+# %%
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

@@ -40,7 +40,7 @@ profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
-out_dir = None  # where reports go; None: reports/03_vipf_dsknet
+out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
 
 # %%
 import time
@@ -67,11 +67,12 @@ from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.hierarchy_plot import hierarchy_plot
 from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_ensemble_reports
+from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 
 started = time.perf_counter()
-out_dir = Path(out_dir or paths.reports_root() / "03_vipf_dsknet")
+out_dir = Path(out_dir or paths.report_dir("03_vipf_dsknet", profile))
 overrides = {"data_root": data_root} if data_root else {}
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
@@ -422,3 +423,14 @@ print(files["hard_classes"].read_text(), files["ensemble_hard_classes"].read_tex
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
       f"(training time of its runs, cached or not: {training_s / 60:.1f} min)")
+
+# %% [markdown]
+# ## The runs behind these reports
+#
+# `runs.csv` lists every run whose logits made a number above: the recipe, profile, seed and
+# overrides that name it, its validation top-1 (what selects models), its test top-1 (one
+# value per seed), epochs and wall time.
+
+# %%
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

@@ -42,7 +42,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: train + val fused, a new val split held out; None: fashion50
-out_dir = None  # where reports go; None: reports/04_fusion_and_coverage
+out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
 
 # %%
 import time
@@ -56,16 +56,17 @@ import vipnb
 from vipnb import paths
 from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
-from vipnb.eval.metrics import hard_classes, per_class_accuracy
+from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
 from vipnb.losses import bi_tempered_logistic_loss, taylor_cross_entropy
 from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.fusion_study import fuse, hard_classes_of, run_coverage, tta_scores
 from vipnb.report.header import make_header
-from vipnb.report.plots import per_class_accuracy_plot
+from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
+from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 
 started = time.perf_counter()
-out_dir = Path(out_dir or paths.reports_root() / "04_fusion_and_coverage")
+out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
 overrides = {"data_root": data_root} if data_root else {}
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
@@ -360,7 +361,22 @@ for name, stem in (("stage-2 fusion", "fusion"), ("coverage (literal)", "coverag
     csv = write_hard_classes(hard_list, out_dir / f"{stem}_test_hard_classes.csv", header)
     print(name, "→", csv.name)
     print(csv.read_text())
+final_confusion = sum(confusion_matrix(coverage[s].final["literal"][known], test_labels[known],
+                                       len(classes)) for s in seeds)
+confusion_heatmap(final_confusion, classes, out_dir / "coverage_literal_test_confusion.png",
+                  header)
 
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
       f"(training time of its runs, cached or not: {training_s / 60:.1f} min)")
+
+# %% [markdown]
+# ## The runs behind these reports
+#
+# `runs.csv` lists every run whose logits made a number above: the recipe, profile, seed and
+# overrides that name it, its validation top-1 (what selects models), its test top-1 (one
+# value per seed), epochs and wall time.
+
+# %%
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

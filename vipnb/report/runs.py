@@ -27,7 +27,7 @@ class SeedGroup:
 
     @property
     def classes(self) -> list[str]:
-        return self.runs[0].logits("val").classes
+        return self.runs[0].logits("test").classes
 
     def top1(self, split: str = "test") -> list[float]:
         """Top-1 of each seed, in percent."""
