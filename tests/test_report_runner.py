@@ -30,12 +30,13 @@ def notebook(tmp_path, body: str, name: str = "97_writes"):
 WRITES_TABLE = "(out / 'table.md').write_text('fresh ' + profile)\n"
 
 
-def previous_report(folder, profile: str, files: dict[str, str]) -> None:
+def previous_report(folder, profile: str, files: dict[str, str],
+                    notebook: str = "97_writes") -> None:
     """A report folder as an earlier run left it: its files and their manifest."""
     folder.mkdir(parents=True)
     for name, text in files.items():
         (folder / name).write_text(text)
-    (folder / PROVENANCE).write_text(json.dumps({"profile": profile,
+    (folder / PROVENANCE).write_text(json.dumps({"notebook": notebook, "profile": profile,
                                                  "files": [*files, PROVENANCE]}))
 
 
@@ -49,7 +50,7 @@ def test_each_profile_has_its_own_reports_root(monkeypatch):
 def test_a_smoke_run_refuses_to_replace_a_cpu_report(tmp_path):
     folder = tmp_path / "reports" / "97_writes"
     previous_report(folder, "cpu", {"table.md": "cpu numbers"})
-    with pytest.raises(VipnbError, match="holds a report of the `cpu` profile"):
+    with pytest.raises(VipnbError, match="holds the report of 97_writes at the `cpu` profile"):
         run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke",
                      reports_root=tmp_path / "reports", log_output=False)
     assert (folder / "table.md").read_text() == "cpu numbers"
@@ -151,3 +152,21 @@ def test_make_lab_starts_as_root():
     plan = subprocess.run(["make", "-n", "lab"], cwd=paths.project_root(), capture_output=True,
                           text=True, check=True).stdout
     assert "jupyter lab notebooks/ --allow-root" in plan
+
+
+def test_several_notebooks_with_one_out_dir_each_get_a_folder_in_it(tmp_path):
+    sources = [notebook(tmp_path, WRITES_TABLE, name) for name in ("95_one", "96_two")]
+    target = tmp_path / "out"
+    assert main(["run", *map(str, sources), "--profile", "smoke", "-p",
+                 f"out_dir={target}"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["95_one", "96_two"]
+    assert (target / "95_one" / "table.md").read_text() == "fresh smoke"
+
+
+def test_another_notebooks_report_folder_is_refused(tmp_path):
+    folder = tmp_path / "shared"
+    previous_report(folder, "smoke", {"table.md": "the other notebook's"}, notebook="01_other")
+    with pytest.raises(VipnbError, match="holds the report of 01_other"):
+        run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke",
+                     parameters={"out_dir": str(folder)}, log_output=False)
+    assert (folder / "table.md").read_text() == "the other notebook's"

@@ -103,7 +103,7 @@ def _evaluate(args) -> None:
 
 def _run(args) -> None:
     from vipnb.engine.recipe import parse_overrides
-    from vipnb.run import list_notebooks, run_notebook
+    from vipnb.run import list_notebooks, parameters_for, run_notebook
 
     names = list_notebooks() if args.all else args.notebooks
     if not names:
@@ -112,13 +112,15 @@ def _run(args) -> None:
     if args.launcher:
         from vipnb.launch import notebook_job, submit
 
-        jobs = [(name, args.profile, parameters, args.overwrite) for name in names]
+        jobs = [(name, args.profile, parameters_for(name, parameters, len(names) > 1),
+                 args.overwrite) for name in names]
         submit(notebook_job, jobs, _cluster(args), wait=args.launcher == "local")
         return
     _show_notebook_output()
     for number, name in enumerate(names, 1):
         print(f"notebook {number} of {len(names)}: {name} ({args.profile})", flush=True)
-        run_notebook(name, args.profile, parameters, overwrite=args.overwrite, progress=True)
+        run_notebook(name, args.profile, parameters_for(name, parameters, len(names) > 1),
+                     overwrite=args.overwrite, progress=True)
 
 
 def _show_notebook_output() -> None:

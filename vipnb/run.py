@@ -61,6 +61,14 @@ def notebook_parameters(notebook) -> list[str]:
     return []
 
 
+def parameters_for(name: str, parameters: dict[str, Any], several: bool) -> dict[str, Any]:
+    """One notebook's parameters in a run of one or `several` notebooks: with several, an
+    `out_dir` is their common root and each notebook writes to `out_dir/<notebook>`."""
+    if not several or not parameters.get("out_dir"):
+        return parameters
+    return {**parameters, "out_dir": str(Path(parameters["out_dir"]) / find_notebook(name).stem)}
+
+
 def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | None = None,
                  reports_root: Path | None = None, log_output: bool = True,
                  overwrite: bool = False, progress: bool = False) -> Path:
@@ -83,7 +91,7 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     command = _command_line(source.stem, profile, parameters, overwrite)
     root = Path(reports_root or paths.reports_root(profile))
     destination = Path(parameters.pop("out_dir", None) or root / source.stem).absolute()
-    previous = _check_replaceable(destination, profile, overwrite)
+    previous = _check_replaceable(destination, source.stem, profile, overwrite)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.running-",
                                     dir=destination.parent))
@@ -92,7 +100,8 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
         executed = _execute(notebook, source, staging, profile, parameters, command,
                             log_output, progress)
         _export_html(executed)
-        _write_provenance(staging, command, profile, parameters, time.perf_counter() - started)
+        _write_provenance(staging, source.stem, command, profile, parameters,
+                          time.perf_counter() - started)
         for stale in _swap_in(staging, destination, previous):
             print(f"removed {stale}: the previous run wrote it, this one did not")
     finally:
@@ -105,21 +114,23 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     return destination / executed.name
 
 
-def _check_replaceable(destination: Path, profile: str, overwrite: bool) -> list[str]:
+def _check_replaceable(destination: Path, notebook: str, profile: str,
+                       overwrite: bool) -> list[str]:
     """The files the previous run listed in `destination`; refuses a folder that holds another
-    profile's report or files no vipnb run wrote, unless `overwrite`."""
+    notebook's or another profile's report, or files no vipnb run wrote, unless `overwrite`."""
     manifest = destination / PROVENANCE
     if manifest.exists():
         try:
             previous = json.loads(manifest.read_text())
-            owner, files = previous["profile"], list(previous["files"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise VipnbError(f"{manifest} cannot be read ({e}): move the folder {destination} "
+            owner = (previous.get("notebook", notebook), previous["profile"])
+            files = list(previous["files"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise VipnbError(f"{manifest} cannot be read ({e!r}): move the folder {destination} "
                              "away or repair the file") from None
-        if owner != profile and not overwrite:
-            raise VipnbError(f"{destination} holds a report of the `{owner}` profile; a "
-                             f"`{profile}` run would replace it. Write elsewhere (-p out_dir=DIR)"
-                             " or pass --overwrite")
+        if owner != (notebook, profile) and not overwrite:
+            raise VipnbError(f"{destination} holds the report of {owner[0]} at the `{owner[1]}` "
+                             f"profile; this run of {notebook} at `{profile}` would replace it. "
+                             "Write elsewhere (-p out_dir=DIR) or pass --overwrite")
         return files
     foreign = [p for p in destination.rglob("*") if p.is_file()] if destination.exists() else []
     if foreign and not overwrite:
@@ -154,14 +165,15 @@ def _execute(notebook, source: Path, staging: Path, profile: str, parameters: di
     return executed
 
 
-def _write_provenance(staging: Path, command: str, profile: str, parameters: dict[str, Any],
-                      wall_time_s: float) -> Path:
+def _write_provenance(staging: Path, notebook: str, command: str, profile: str,
+                      parameters: dict[str, Any], wall_time_s: float) -> Path:
     from vipnb.atomic import write_text_atomic
     from vipnb.report.header import make_header
 
     header = make_header(profile, wall_time_s, command=command).as_dict()
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-    record = {**header, "parameters": parameters, "files": [*files, PROVENANCE]}
+    record = {"notebook": notebook, **header, "parameters": parameters,
+              "files": [*files, PROVENANCE]}
     return write_text_atomic(staging / PROVENANCE, json.dumps(record, indent=1, default=str))
 
 
