@@ -42,7 +42,7 @@ profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
-out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
+out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 
 # %%
 import time

@@ -39,7 +39,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the CUB_200_2011 folder; None: fashion-boxes under ./data
-out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
+out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 
 # %%
 import time

@@ -42,7 +42,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: train + val fused, a new val split held out; None: fashion50
-out_dir = None  # reports folder; None: the profile's (reports/<notebook> at cpu; see vipnb.paths)
+out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 
 # %%
 import time

@@ -170,3 +170,30 @@ def test_another_notebooks_report_folder_is_refused(tmp_path):
         run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke",
                      parameters={"out_dir": str(folder)}, log_output=False)
     assert (folder / "table.md").read_text() == "the other notebook's"
+
+
+def test_a_manifest_naming_files_outside_its_folder_is_refused(tmp_path):
+    folder = tmp_path / "reports" / "97_writes"
+    previous_report(folder, "smoke", {"table.md": "old"})
+    victim = tmp_path / "precious.txt"
+    victim.write_text("not a report")
+    manifest = json.loads((folder / PROVENANCE).read_text())
+    (folder / PROVENANCE).write_text(json.dumps({**manifest, "files": ["../../precious.txt"]}))
+    with pytest.raises(VipnbError, match="lists files outside its folder"):
+        run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke",
+                     reports_root=tmp_path / "reports", log_output=False)
+    assert victim.read_text() == "not a report"
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_removed(tmp_path):
+    reports = tmp_path / "reports"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = reports / f".97_writes.running-{dead}-abc123"
+    left.mkdir(parents=True)
+    (left / "table.md").write_text("half")
+    alive = reports / f".97_writes.running-{os.getpid()}-def456"  # a live run's: kept
+    alive.mkdir()
+    run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke", reports_root=reports,
+                 log_output=False)
+    assert not left.exists() and alive.exists()

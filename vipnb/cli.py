@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from vipnb.errors import VipnbError
@@ -116,24 +117,30 @@ def _run(args) -> None:
                  args.overwrite) for name in names]
         submit(notebook_job, jobs, _cluster(args), wait=args.launcher == "local")
         return
-    _show_notebook_output()
-    for number, name in enumerate(names, 1):
-        print(f"notebook {number} of {len(names)}: {name} ({args.profile})", flush=True)
-        run_notebook(name, args.profile, parameters_for(name, parameters, len(names) > 1),
-                     overwrite=args.overwrite, progress=True)
+    with _notebook_output_shown():
+        for number, name in enumerate(names, 1):
+            print(f"notebook {number} of {len(names)}: {name} ({args.profile})", flush=True)
+            signal.signal(signal.SIGTERM, _interrupt)  # papermill's kernel client resets it
+            run_notebook(name, args.profile, parameters_for(name, parameters, len(names) > 1),
+                         overwrite=args.overwrite, progress=True)
 
 
-def _show_notebook_output() -> None:
+@contextmanager
+def _notebook_output_shown():
     """papermill logs each cell's output (training progress included) at INFO: print it."""
     import logging
 
     logger = logging.getLogger("papermill")
-    logger.handlers = [h for h in logger.handlers if h.get_name() != "vipnb-run"]
-    handler = logging.StreamHandler(sys.stdout)  # the current stdout, once
-    handler.set_name("vipnb-run")
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
+    level = logger.level
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _bench(args) -> None:
@@ -246,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vipnb: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the user gave: unreadable, unwritable, full disk
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"vipnb: error: {where}{e.strerror or e}; check the path and its permissions",
-              file=sys.stderr)
+        if not e.filename:
+            raise
+        print(f"vipnb: error: {e.filename}: {e.strerror or e}; check the path and its "
+              "permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vipnb: interrupted; what was finished is kept, reports were left as they were",

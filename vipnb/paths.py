@@ -33,8 +33,12 @@ def reports_root(profile: str = "cpu") -> Path:
 
 
 def report_dir(notebook: str, profile: str) -> Path:
-    """Where a notebook run interactively at `profile` writes its reports."""
-    return reports_root(profile) / notebook
+    """Where a notebook run interactively (JupyterLab, nbval) at `profile` writes its reports:
+    `$VIPNB_REPORTS/<notebook>` when set, else a scratch folder under build/. Only `vipnb run`
+    replaces a report folder of `reports_root`, whole and after every cell succeeded."""
+    if "VIPNB_REPORTS" in os.environ:
+        return Path(os.environ["VIPNB_REPORTS"]) / notebook
+    return project_root() / "build" / "interactive-reports" / profile / notebook
 
 
 def notebooks_dir() -> Path:

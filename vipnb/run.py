@@ -5,8 +5,9 @@ with its `parameters` cell overridden (an unknown parameter is an error that lis
 ones). The notebook writes into a staging folder beside the report folder; only when every
 cell has succeeded does the runner add the executed notebook, its HTML export and
 `provenance.json` (command, commit, profile, machine, wall time, and the list of files the run
-wrote) and move the result into the report folder. A failed or interrupted run leaves the
-report folder as it was.
+wrote) and rename the staging folder into the report folder's place. A failed or interrupted
+run leaves the report folder as it was; a staging folder left by a killed run is removed by
+the next run.
 
 The runner deletes only what it wrote itself: files listed in the previous run's
 `provenance.json` that this run did not write again (a plot of a model that is no longer the
@@ -93,7 +94,8 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     destination = Path(parameters.pop("out_dir", None) or root / source.stem).absolute()
     previous = _check_replaceable(destination, source.stem, profile, overwrite)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.running-",
+    _remove_dead_stagings(destination)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.running-{os.getpid()}-",
                                     dir=destination.parent))
     started = time.perf_counter()
     try:
@@ -123,10 +125,14 @@ def _check_replaceable(destination: Path, notebook: str, profile: str,
         try:
             previous = json.loads(manifest.read_text())
             owner = (previous.get("notebook", notebook), previous["profile"])
-            files = list(previous["files"])
+            files = [str(name) for name in previous["files"]]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise VipnbError(f"{manifest} cannot be read ({e!r}): move the folder {destination} "
                              "away or repair the file") from None
+        outside = [name for name in files if not _inside(destination, name)]
+        if outside:
+            raise VipnbError(f"{manifest} lists files outside its folder ({outside[0]}); a "
+                             "vipnb run never writes those: move the folder away or repair it")
         if owner != (notebook, profile) and not overwrite:
             raise VipnbError(f"{destination} holds the report of {owner[0]} at the `{owner[1]}` "
                              f"profile; this run of {notebook} at `{profile}` would replace it. "
@@ -178,26 +184,54 @@ def _write_provenance(staging: Path, notebook: str, command: str, profile: str,
 
 
 def _swap_in(staging: Path, destination: Path, previous: list[str]) -> list[Path]:
-    """Move the staged report into `destination`; remove the files of `previous` that the new
-    report does not have; return those."""
+    """Make the staged report the content of `destination` in one rename, carrying over the
+    files the previous run did not list (nobody's but the user's); return the files of
+    `previous` that the new report no longer has (they go with the old folder)."""
+    if not destination.exists():
+        os.rename(staging, destination)
+        return []
     new = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    kept = [p for p in destination.rglob("*") if p.is_file()
+            and p.relative_to(destination).as_posix() not in {*previous, *new}]
+    for path in kept:
+        target = staging / path.relative_to(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, target)
     stale = [destination / name for name in previous
              if name not in new and (destination / name).is_file()]
-    for path in stale:
-        path.unlink()
-    for name in sorted(new):
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, target)
+    old = staging.with_name(staging.name.replace(".running-", ".replaced-", 1))
+    os.rename(destination, old)
+    os.rename(staging, destination)
+    shutil.rmtree(old)
     return stale
 
 
-def _keep_failed(executed: Path) -> Path:
+def _inside(folder: Path, name: str) -> bool:
+    return (folder / name).resolve().is_relative_to(folder.resolve())
+
+
+def _remove_dead_stagings(destination: Path) -> None:
+    """Staging folders of runs killed outright (SIGKILL, power loss) beside `destination`."""
+    from vipnb.atomic import process_alive
+
+    pattern = re.compile(rf"\.{re.escape(destination.name)}\.(running|replaced)-(\d+)-")
+    for folder in destination.parent.glob(f".{destination.name}.*"):
+        match = pattern.match(folder.name)
+        if match and folder.is_dir() and not process_alive(int(match[2])):
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"removed {folder}, left by a run that was killed")
+
+
+def _keep_failed(executed: Path) -> Path | None:
     """A failed run's executed notebook, kept outside the reports for debugging."""
-    kept = Path(tempfile.gettempdir()) / "vipnb-failed" / executed.name
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    if executed.exists():
+    try:
+        kept = Path(tempfile.mkdtemp(prefix="vipnb-failed-")) / executed.name
         shutil.copyfile(executed, kept)
+    except OSError:
+        return None
     return kept
 
 
@@ -206,7 +240,7 @@ def _command_line(stem: str, profile: str, parameters: dict[str, Any], overwrite
     return f"vipnb run {stem} --profile {profile}{extra}" + (" --overwrite" if overwrite else "")
 
 
-def _describe_failure(error, executed: Path) -> str:
+def _describe_failure(error, executed: Path | None) -> str:
     traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
     line = re.search(r"(?:Cell In\[\d+\]|<module>|Input In \[\d+\]), line (\d+)", traceback)
     lines = error.source.splitlines()
@@ -215,7 +249,8 @@ def _describe_failure(error, executed: Path) -> str:
         number = int(line.group(1))
         where = f", line {number}: {lines[number - 1].strip()}"
     return (f"notebook cell {error.cell_index} (execution count {error.exec_count}) failed"
-            f"{where}\n{error.ename}: {error.evalue}\nexecuted notebook: {executed}\n"
+            f"{where}\n{error.ename}: {error.evalue}\n"
+            f"executed notebook: {executed or 'not kept'}\n"
             "the report folder was left as it was")
 
 

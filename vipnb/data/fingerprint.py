@@ -36,8 +36,9 @@ def data_fingerprint(recipe) -> str:
     if not root.is_dir():
         return NO_DATA
     marker = root / ".complete"
-    stamp = (marker.stat().st_mtime_ns if marker.exists() else root.stat().st_mtime_ns)
-    return _content_digest(str(root.resolve()), stamp)
+    if not marker.exists():  # nothing tells when such a folder changes: scan it every time
+        return _content_digest.__wrapped__(str(root.resolve()), 0)
+    return _content_digest(str(root.resolve()), marker.stat().st_mtime_ns)
 
 
 def _data_root(recipe) -> Path:
@@ -55,7 +56,7 @@ def _content_digest(root: str, stamp: int) -> str:
     """sha256 over the sorted relative paths of every data file under `root`, and the bytes
     of its text files.
 
-    `stamp` (the completion marker's or the root's modification time) is part of the cache key
+    `stamp` (the builder's completion marker's modification time) is part of the cache key
     only: a rebuilt dataset is scanned again."""
     digest = hashlib.sha256()
     for relative in sorted(_data_files(root)):

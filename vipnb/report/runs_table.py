@@ -29,7 +29,7 @@ _NOT_OVERRIDES = {"description", "workers"}
 def run_row(run: RunDir) -> dict:
     """One run's row: names, top-1 in percent (val: the selection metric), cost."""
     summary = run.summary()
-    recipe = yaml.safe_load(run.recipe_file.read_text())
+    recipe = _as_saved(run.recipe.to_dict())
     overrides = recipe_overrides(recipe)
     return {"run": run.path.name, "recipe": recipe["name"], "profile": recipe["profile"],
             "seed": recipe["seed"],
@@ -47,7 +47,7 @@ def recipe_overrides(recipe: dict) -> dict | None:
         shipped = load_recipe(recipe["name"], recipe["profile"], {"seed": recipe["seed"]})
     except VipnbError:
         return None
-    defaults = yaml.safe_load(yaml.safe_dump(shipped.to_dict()))  # tuples as lists, as saved
+    defaults = _as_saved(shipped.to_dict())
     return {key: value for key, value in recipe.items()
             if key not in _NOT_OVERRIDES and defaults.get(key) != value}
 
@@ -72,6 +72,11 @@ def write_runs_table(out_dir: str | os.PathLike, header: ReportHeader,
               f"{r['wall_time_s']} |" for r in rows]
     md_path = write_text_atomic(Path(out_dir) / "runs.md", "\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def _as_saved(values: dict) -> dict:
+    """Recipe values as a YAML file holds them (tuples as lists), so two compare alike."""
+    return yaml.safe_load(yaml.safe_dump(values))
 
 
 def _percent(value) -> str:
