@@ -88,3 +88,14 @@ def test_user_errors_name_the_value(features, labels):
 def test_bad_alpha_is_a_user_error():
     with pytest.raises(VipnbError, match="alpha"):
         CenterLoss(2, 2, alpha=0.0)
+
+
+def test_per_sample_values_and_centres_move_whatever_the_reduction():
+    loss = CenterLoss(2, 2, reduction="none")
+    loss.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    values = loss.train()(torch.tensor([[3.0, 4.0], [1.0, 2.0]]), torch.tensor([0, 1]))
+    assert values.tolist() == pytest.approx([12.5, 0.5])  # eq. 6 per sample, for weighting
+    assert torch.allclose(loss.centers, torch.tensor([[0.75, 1.0], [1.0, 1.25]]))
+    assert "reduction='none'" in repr(loss)
+    with pytest.raises(VipnbError, match="reduction='batchmean'"):
+        CenterLoss(2, 2, reduction="batchmean")

@@ -60,3 +60,17 @@ def test_distillation_targets_mix_labels_and_teacher():
     assert teacher_only[0].tolist() == pytest.approx([0.75, 0.25])
     with pytest.raises(ValueError, match="label_weight"):
         distillation_targets(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2), 1.5)
+
+
+def test_per_sample_values_for_weighting_and_masking():
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    per_sample = positive_class_loss(logits, labels, reduction="none")
+    assert per_sample.shape == (5,)
+    assert per_sample[2].item() == pytest.approx(
+        positive_class_loss(logits[2:3], labels[2:3]).item(), abs=1e-6)
+    experts = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(3))
+    per_item = diversity_loss(experts, reduction="none")
+    assert per_item.shape == (5,)
+    assert per_item.sum().item() == pytest.approx(
+        diversity_loss(experts, reduction="sum").item(), abs=1e-6)

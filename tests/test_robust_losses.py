@@ -104,13 +104,28 @@ def test_label_smoothing_of_the_reference():
 
 
 def test_dynamic_temperatures_of_the_reference():
-    # loss_test.py test_dynamic_temperatures (the TF reference: cross-entropy at t1 = t2 = 1).
+    # jax/loss_test.py test_dynamic_temperatures (and TF's before December 2020): at t1 = t2 = 1
+    # the Bregman divergence KL(y ‖ p) = 0.628705; TF now returns the cross-entropy 1.6583576,
+    # which jumps away from the t1 = .9 value. The other three are the same in every version.
     labels, activations = torch.tensor([[0.2, 0.5, 0.3]]), torch.tensor([[-0.5, 0.1, 2.0]])
-    expected = [1.6583576, 0.45677936, 0.34298314, 0.26295574]
+    expected = [0.628705, 0.45677936, 0.34298314, 0.26295574]
     for (t1, t2), value in zip([(1.0, 1.0), (0.9, 1.1), (0.8, 1.2), (0.7, 1.3)], expected,
                                  strict=True):
         assert bi_tempered_logistic_loss(activations, labels, t1, t2).item() == pytest.approx(
             value, abs=1e-5)
+    entropy = -(labels * labels.log()).sum()
+    assert (1.6583576 - entropy).item() == pytest.approx(0.628705, abs=1e-5)
+
+
+@pytest.mark.parametrize(("t1", "t2"), [(1.0, 1.0), (1.0, 1.2), (0.8, 1.0)])
+def test_loss_is_continuous_at_temperature_one(t1, t2):
+    # Soft targets: no jump as t1 and t2 approach 1 (float64: log_t near t = 1 cancels).
+    labels = SOFT_LABELS.double()
+    at_one = bi_tempered_logistic_loss(ACTIVATIONS.double(), labels, t1, t2, num_iters=30,
+                                       reduction="none")
+    near = bi_tempered_logistic_loss(ACTIVATIONS.double(), labels, t1 - 1e-6 * (t1 == 1.0),
+                                     t2 + 1e-6 * (t2 == 1.0), num_iters=30, reduction="none")
+    assert torch.allclose(at_one, near, atol=1e-4)
 
 
 def test_tempered_softmax_of_the_reference():
@@ -171,14 +186,14 @@ def test_adding_a_constant_to_a_row_changes_nothing(t2):
 
 # --- Bi-tempered loss: limits, gradients, dtypes -------------------------------------------
 
-def test_t1_t2_one_is_cross_entropy_also_against_smoothed_targets():
+def test_t1_t2_one_is_cross_entropy_for_labels_and_kl_for_smoothed_targets():
     logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
     labels = torch.tensor([0, 1, 2, 3, 1])
     assert bi_tempered_logistic_loss(logits, labels, 1.0, 1.0).item() == pytest.approx(
         F.cross_entropy(logits, labels).item(), abs=1e-6)
     # Reference smoothing: 1 − .1 on the label, .1/3 elsewhere — torch's is 1 − .1 + .1/4.
     smoothed = F.one_hot(labels, 4).float() * (0.9 - 0.1 / 3) + 0.1 / 3
-    expected = -(smoothed * F.log_softmax(logits, -1)).sum(-1).mean()
+    expected = F.kl_div(F.log_softmax(logits, -1), smoothed, reduction="batchmean")
     assert bi_tempered_logistic_loss(logits, labels, 1.0, 1.0, label_smoothing=0.1).item() == (
         pytest.approx(expected.item(), abs=1e-6))
 
@@ -202,7 +217,7 @@ def _reference_internal_loss(activations, labels, t1, t2):
             - (labels.pow(beta) - shifted.pow(beta / one_minus_t2)) / beta).sum(-1)
 
 
-@pytest.mark.parametrize(("t1", "t2"), [(0.5, 1.0), (1.0, 1.5), (0.5, 1.5)])
+@pytest.mark.parametrize(("t1", "t2"), [(0.5, 1.0), (1.0, 1.5), (0.5, 1.5), (1.0, 1.0)])
 def test_explicit_gradient_matches_autograd_of_the_reference_form(t1, t2):
     # loss_test.py test_gradient_error, in float64 with a converged fixed point.
     labels = torch.tensor([[0.4, 0.3, 0.3], [0.8, 0.1, 0.1], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
@@ -243,6 +258,30 @@ def test_gradients_finite_and_bf16_computed_in_float32():
         x = torch.randn(8, 10, requires_grad=True)
         bi_tempered_logistic_loss(x, labels, 0.8, t2).backward()
         assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(("t1", "t2", "smoothing"),
+                         [(0.8, 1.2, 0.0), (0.5, 0.8, 0.1), (1.0, 1.0, 0.0), (1.0, 1.0, 0.1),
+                          (0.7, 1.0, 0.0), (1.0, 1.3, 0.0)])
+def test_soft_targets_get_the_gradient_of_the_formula(t1, t2, smoothing):
+    # Like F.cross_entropy, soft targets are differentiated (the reference returns None).
+    logits = torch.tensor([[-0.5, 0.1, 0.7], [0.3, 0.2, -0.4]], dtype=torch.float64)
+    labels = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]], dtype=torch.float64,
+                          requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda y: bi_tempered_logistic_loss(logits, y, t1, t2, label_smoothing=smoothing,
+                                            num_iters=60, reduction="none"),
+        (labels,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.3, 0.8, 0.95])
+def test_tempered_softmax_below_one_passes_gradcheck(t):
+    # The binary search is flat in the logits; the gradient is the implicit one of the exact
+    # normaliser (autograd through the search was about 2.5x off).
+    logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    logits[0, 0] = -40.0  # outside the support: probability 0, gradient 0
+    assert torch.autograd.gradcheck(lambda x: tempered_softmax(x, t, num_iters=60),
+                                    (logits.requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
 def test_bi_tempered_reductions():

@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from vipnb.errors import VipnbError
-from vipnb.losses._reduction import check_reduction, reduce
+from vipnb.losses._reduction import check_reduction, compute_dtype, reduce
 
 
 def _batched_scale(features: torch.Tensor, mask: torch.Tensor, d: float | None,
@@ -150,7 +150,8 @@ def dsb_focal_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: t
     no α term); each sample's sum is weighted by its true class's weight, `class_weights[y]`
     (e.g. `SemanticScaleStore.class_weights()`, the normalised 1/S). Soft targets [B, C] are
     the binary targets of the focal loss and weight the sample by Σ_c t_c w_c.
-    `reduction`: "mean" | "sum" over the batch, or "none" for one value per sample.
+    `reduction`: "mean" | "sum" over the batch, or "none" for one value per sample. Computed
+    in float32 at least.
     """
     check_reduction(reduction)
     if gamma < 0:
@@ -159,11 +160,11 @@ def dsb_focal_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: t
     if class_weights.shape != (num_classes,):
         raise VipnbError(f"class_weights has shape {tuple(class_weights.shape)}, expected "
                          f"({num_classes},): one weight per class")
-    logits = logits.float()
+    logits = logits.to(compute_dtype(logits))
     if targets.dim() == logits.dim() - 1:
-        binary = F.one_hot(targets.long(), num_classes).float()
+        binary = F.one_hot(targets.long(), num_classes).to(logits.dtype)
     else:
-        binary = targets.float()
+        binary = targets.to(logits.dtype)
     per_class = sigmoid_focal_loss(logits, binary, alpha=-1, gamma=gamma, reduction="none")
     sample_weight = binary @ class_weights.to(logits)
     return reduce(sample_weight * per_class.sum(-1), reduction)

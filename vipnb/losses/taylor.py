@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vipnb.errors import VipnbError
-from vipnb.losses._reduction import check_reduction, reduce
+from vipnb.losses._reduction import check_reduction, compute_dtype, reduce
 
 
 def taylor_cross_entropy(logits: torch.Tensor, target: torch.Tensor, order: int = 2,
@@ -20,16 +20,18 @@ def taylor_cross_entropy(logits: torch.Tensor, target: torch.Tensor, order: int 
 
     `target` is class indices [B] or a probability matrix [B, C] (Mixup, label smoothing);
     for the latter p_y is the probability mass the model puts on the targets, Σ_c t_c p_c.
-    `reduction`: "mean" | "sum" over the batch, or "none" for one value per sample.
+    `reduction`: "mean" | "sum" over the batch, or "none" for one value per sample. Computed
+    in float32 at least.
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise VipnbError(f"order={order!r} is not valid: the Taylor order must be an integer >= 1")
     check_reduction(reduction)
-    probs = F.softmax(logits.float(), dim=-1)
+    dtype = compute_dtype(logits)
+    probs = F.softmax(logits.to(dtype), dim=-1)
     if target.dim() == logits.dim() - 1:
         p_y = probs.gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
     else:
-        p_y = (target.float() * probs).sum(-1)
+        p_y = (target.to(dtype) * probs).sum(-1)
     residual = (1 - p_y).clamp_min(0)  # soft targets may sum a hair above 1
     terms = torch.stack([residual.pow(k) / k for k in range(1, order + 1)])
     return reduce(terms.sum(0), reduction)

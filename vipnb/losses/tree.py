@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vipnb.errors import VipnbError
+from vipnb.losses._reduction import check_reduction, compute_dtype, reduce
 
 
 @dataclass
@@ -221,10 +222,11 @@ def path_log_probs(logits: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
     if logits.dim() != 2 or logits.shape[1] != hierarchy.num_classes:
         raise VipnbError(f"logits must be [B, {hierarchy.num_classes}] for this hierarchy, got "
                          f"shape {tuple(logits.shape)}")
-    x = logits.float()
+    x = logits.to(compute_dtype(logits))
     if not hierarchy.children:
         return torch.zeros_like(x)
     mean, kids, mask, path = hierarchy._tensors(x.device)
+    mean, path = mean.to(x.dtype), path.to(x.dtype)  # float64 logits: gradcheck
     node_logits = x @ mean.t()  # [B, nodes]
     child = node_logits[:, kids].masked_fill(~mask, float("-inf"))  # [B, I, K]
     log_p = F.log_softmax(child, dim=-1).masked_fill(~mask, 0.0)
@@ -232,12 +234,14 @@ def path_log_probs(logits: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
 
 
 def tree_supervision_loss(logits: torch.Tensor, targets: torch.Tensor,
-                          hierarchy: Hierarchy) -> torch.Tensor:
-    """Batch mean of −Σ_c t_c log p_path(c) (VIPF eq. 7, NBDT soft tree supervision loss);
-    `targets` are class indices [B] or a probability matrix [B, C]."""
+                          hierarchy: Hierarchy, reduction: str = "mean") -> torch.Tensor:
+    """−Σ_c t_c log p_path(c) per sample (VIPF eq. 7, NBDT soft tree supervision loss);
+    `targets` are class indices [B] or a probability matrix [B, C]; `reduction`: "mean" |
+    "sum" over the batch, or "none". Computed in float32 at least."""
+    check_reduction(reduction)
     log_p = path_log_probs(logits, hierarchy)
     if targets.dim() == 1:
-        return -log_p.gather(1, targets.long().view(-1, 1)).mean()
+        return reduce(-log_p.gather(1, targets.long().view(-1, 1)).squeeze(1), reduction)
     if targets.shape != log_p.shape:
         raise VipnbError(f"soft targets must be {tuple(log_p.shape)}, got {tuple(targets.shape)}")
-    return -(targets.to(log_p.dtype) * log_p).sum(1).mean()
+    return reduce(-(targets.to(log_p.dtype) * log_p).sum(1), reduction)
