@@ -9,7 +9,6 @@ from timm.models.resnet import downsample_avg
 from torch import nn
 
 import vipnb  # noqa: F401  (registers the resnest*_aa models)
-from vipnb.errors import VipnbError
 from vipnb.models.aa_resnest import AntiAliasedResNestBottleneck
 
 AA_TO_TIMM = {
@@ -95,6 +94,14 @@ def test_eval_is_deterministic_despite_drop_path():
         assert torch.equal(model(x), model(x))
 
 
-def test_pretrained_weights_are_refused():
-    with pytest.raises(VipnbError, match="no pretrained weights"):
-        timm.create_model("resnest14d_aa", pretrained=True)
+def test_pretrained_loads_own_weights_through_timm(tmp_path):
+    """No weights are published: timm's RuntimeError; a local file loads as timm loads one."""
+    with pytest.raises(RuntimeError, match="No pretrained weights exist"):
+        timm.create_model("resnest14d_aa", pretrained=True, **NARROW)
+    model = timm.create_model("resnest14d_aa", num_classes=5, **NARROW)
+    torch.save(model.state_dict(), tmp_path / "aa.pth")
+    loaded = timm.create_model(
+        "resnest14d_aa", num_classes=5, pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "aa.pth"), num_classes=5), **NARROW)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -9,9 +9,8 @@ from timm.layers import BlurPool2d, SelectiveKernel
 from torch import nn
 from torch.nn import functional as F
 
-from vipnb.errors import VipnbError
 from vipnb.models import dsk
-from vipnb.models.dsk import DualResidualBottleneck, dsk_selective_kernel
+from vipnb.models.dsk import DualResidualBottleneck, draw_lambda, dsk_selective_kernel
 
 NAMES = [
     "resnext50_32x4d_dsk", "d_resnext50_32x4d", "sk_resnext50_32x4d_dsk",
@@ -113,6 +112,102 @@ def test_three_branch_block_training_picks_one_function(sk):
         assert not torch.allclose(out, F.relu(x + other))
         seen.add(lam)
     assert seen == {0, 1}
+
+
+def test_lambda_is_one_draw_from_torchs_global_rng():
+    torch.manual_seed(5)
+    expected = [int(torch.randint(2, ()).item()) for _ in range(6)]
+    torch.manual_seed(5)
+    assert [int(draw_lambda(torch.empty(0))) for _ in range(6)] == expected
+
+
+@pytest.mark.parametrize("sk", [False, True])
+def test_weighted_mode_gives_the_sampled_outputs_and_every_gradient(sk):
+    """branch_mode="weighted" computes λ·F1 + (1−λ)·F2 with both functions (eq. 2): same λ,
+    same output, same gradient on the chosen function, zero (not none) on the other."""
+    x = torch.randn(2, 32, 8, 8)
+    sampled, weighted = _block(sk=sk).train(), _block(sk=sk, branch_mode="weighted").train()
+    for seed in range(4):
+        outs = []
+        for block in (sampled, weighted):
+            block.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            out = block(x)
+            out.square().sum().backward()
+            outs.append(out)
+        torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+        assert weighted.last_lambda == sampled.last_lambda
+        chosen = 0 if sampled.last_lambda == 1 else 1
+        for p, q in zip(sampled.functions[chosen].parameters(),
+                        weighted.functions[chosen].parameters(), strict=True):
+            torch.testing.assert_close(q.grad, p.grad)
+        assert all(p.grad is None for p in sampled.functions[1 - chosen].parameters())
+        assert all(torch.count_nonzero(p.grad) == 0
+                   for p in weighted.functions[1 - chosen].parameters())
+
+
+@pytest.mark.parametrize("branch_mode", ["sample", "weighted"])
+def test_ddp_as_timm_wraps_it_needs_the_weighted_mode(branch_mode, tmp_path):
+    """timm's train.py wraps in DDP without find_unused_parameters: the sampled block fails
+    its second step there ("Expected to have finished reduction"), the weighted one trains."""
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(_narrow("dsk_resnext50_32x4d",
+                                                          branch_mode=branch_mode))
+
+        def train(steps: int) -> None:
+            for seed in range(steps):
+                torch.manual_seed(seed)
+                ddp(torch.randn(2, 3, 32, 32)).sum().backward()
+
+        if branch_mode == "sample":
+            with pytest.raises(RuntimeError, match="finished reduction"):
+                train(2)
+        else:
+            train(4)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_unknown_branch_mode_is_refused():
+    with pytest.raises(ValueError, match="branch_mode"):
+        _narrow("dsk_resnext50_32x4d", branch_mode="mean")
+
+
+@pytest.mark.parametrize("branch_mode", ["sample", "weighted"])
+def test_scripted_block_draws_like_the_eager_one(branch_mode):
+    block = _block(sk=True, branch_mode=branch_mode).train()
+    scripted = torch.jit.script(block)
+    x = torch.randn(2, 32, 8, 8)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            expected = block(x)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), expected)
+        assert scripted.last_lambda == block.last_lambda
+    scripted.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), block.eval()(x))
+
+
+def test_fx_graph_traced_in_training_draws_lambda_when_it_runs():
+    block = _block(sk=False).train()
+    graph = torch.fx.symbolic_trace(block)
+    assert any(n.target is draw_lambda for n in graph.graph.nodes)
+    x = torch.randn(2, 32, 8, 8)
+    outs = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = graph(x)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            torch.testing.assert_close(out, block(x))
+        outs.add(out.sum().item())
+    assert len(outs) == 2  # both functions were picked, at run time
 
 
 def test_training_step_updates_only_the_chosen_function():
@@ -222,6 +317,14 @@ def test_parameter_counts_full_size():
     assert 1.6 * base < d50 < 1.9 * base
 
 
-def test_pretrained_is_refused_with_a_message():
-    with pytest.raises(VipnbError, match="pretrained"):
-        timm.create_model("dsk_resnext50_32x4d", pretrained=True)
+def test_pretrained_loads_own_weights_through_timm(tmp_path):
+    """No weights are published (VIPriors trains from scratch): timm's RuntimeError; a local
+    file loads through timm's ``pretrained_cfg_overlay``."""
+    with pytest.raises(RuntimeError, match="No pretrained weights exist"):
+        _narrow("dsk_resnext50_32x4d", pretrained=True)
+    model = _narrow("dsk_resnext50_32x4d")
+    torch.save(model.state_dict(), tmp_path / "dsk.pth")
+    loaded = _narrow("dsk_resnext50_32x4d", pretrained=True,
+                     pretrained_cfg_overlay=dict(file=str(tmp_path / "dsk.pth"), num_classes=7))
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -34,3 +34,10 @@ def test_quarter_regnetys_keep_the_familys_order():
     sizes = [sum(p.numel() for p in timm.create_model(f"regnety_{s}_quarter").parameters())
              for s in SIZES]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+@pytest.mark.parametrize("name", timm.list_models("*_quarter"))
+def test_quarter_configs_are_complete(name):
+    """timm's config test and pretrained_cfg readers need pool_size (a stride-32 map at 224 px)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert cfg.pool_size == (7, 7) and cfg.crop_pct and cfg.first_conv and cfg.classifier

@@ -15,7 +15,6 @@ from timm.models.resnest import ResNestBottleneck
 from timm.models.resnet import ResNet
 from torch import nn
 
-from vipnb.errors import VipnbError
 from vipnb.models._default_cfg import untrained_cfg
 
 __all__ = ["AntiAliasedResNestBottleneck"]
@@ -107,12 +106,9 @@ default_cfgs = generate_default_cfgs({
 def _create_aa_resnest(
     variant: str, pretrained: bool, layers: list[int], stem_width: int, user_kwargs: dict
 ) -> ResNet:
-    """timm's ResNeSt recipe for ``variant`` with our block and BlurPool; user kwargs win."""
-    if pretrained:
-        raise VipnbError(
-            f"no pretrained weights exist for {variant!r} (VIPriors trains from scratch); "
-            "create it with pretrained=False"
-        )
+    """timm's ResNeSt recipe for ``variant`` with our block and BlurPool; user kwargs win.
+    ``pretrained=True`` loads what timm's ``pretrained_cfg_overlay`` names (e.g. ``dict(file=...)``);
+    with nothing named timm raises its RuntimeError (no weights exist)."""
     model_kwargs = dict(
         block=AntiAliasedResNestBottleneck, layers=layers, aa_layer=BlurPool2d,
         stem_type="deep", stem_width=stem_width, avg_down=True, base_width=64, cardinality=1,

@@ -33,18 +33,21 @@ name                            Table 1 row                  branches   SK    AA
 ==============================  ===========================  =========  ====  ===
 
 "branches" counts the identity: 2 = X + F(X), 3 = X + λF1 + (1−λ)F2. Every constructor also
-takes ``aa`` (bool) to switch anti-aliasing, ``layers``, ``channels``, ``stem_width``,
+takes ``aa`` (bool) to switch anti-aliasing, ``branch_mode`` (``"sample"``, the default, or
+``"weighted"``: see :class:`DualResidualBottleneck`), ``layers``, ``channels``, ``stem_width``,
 ``cardinality``, ``base_width`` overrides (for narrow CPU variants), and timm's usual
-``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``. The models are
-timm ``ResNet`` instances, so ``get_classifier``, ``reset_classifier``, ``forward_features`` and
-``forward_head`` are timm's. The paper's ResNeXt baseline without anti-aliasing is timm's own
-``resnext50_32x4d``.
+``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``,
+``features_only``, ``pretrained_cfg_overlay``. The models are timm ``ResNet`` instances, so
+``get_classifier``, ``reset_classifier``, ``forward_features``, ``forward_head``,
+``forward_intermediates`` and ``set_grad_checkpointing`` are timm's; they script with
+``torch.jit.script`` and trace with FX. The paper's ResNeXt baseline without anti-aliasing is
+timm's own ``resnext50_32x4d``.
 
-Note: in training only the λ-selected residual function runs, so the other one's parameters get
-no gradient in that step; wrap in DDP with ``find_unused_parameters=True``.
+DDP: in training with the default ``branch_mode="sample"`` only the λ-selected residual function
+runs, so the other one's parameters get no gradient in that step; wrap in DDP with
+``find_unused_parameters=True`` (vipnb's trainer does), or create the model with
+``branch_mode="weighted"`` (timm's train.py: ``--model-kwargs branch_mode=weighted``).
 """
-
-from __future__ import annotations
 
 import torch
 from timm.layers import BlurPool2d, ConvNormAct, SelectiveKernel
@@ -52,11 +55,12 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import ResNet
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from vipnb.errors import VipnbError
 from vipnb.models._default_cfg import untrained_cfg
 
-__all__ = ["DualResidualBottleneck", "ResidualFunction", "dsk_selective_kernel"]
+__all__ = ["BRANCH_MODES", "DualResidualBottleneck", "ResidualFunction", "draw_lambda",
+           "dsk_selective_kernel"]
 
 
 def dsk_selective_kernel(
@@ -147,17 +151,54 @@ def _anti_alias_shortcut(
     return nn.Sequential(*layers)
 
 
+BRANCH_MODES = ("sample", "weighted")
+
+
+@torch.fx.wrap
+def draw_lambda(x: torch.Tensor) -> torch.Tensor:
+    """λ ∈ {0, 1} of eq. 2 for one training pass: a 0-d int64 tensor from torch's global CPU RNG.
+
+    ``x`` is unused; as an argument it makes FX record the call (``torch.fx.wrap``), so a traced
+    graph draws λ each time it runs instead of freezing the value drawn while tracing.
+    """
+    return torch.randint(2, [])
+
+
+def _fx_tracing() -> bool:
+    """Whether FX is tracing (never under TorchScript, which cannot compile FX's check)."""
+    if torch.jit.is_scripting():
+        return False
+    return is_fx_symbolic_tracing()
+
+
 class DualResidualBottleneck(nn.Module):
     """Residual block X + λ·F(X, W1) + (1−λ)·F(X, W2), then ReLU (VIPF paper eq. 2).
 
     ``num_functions=2`` gives the paper's three-branch block: in training λ ∈ {0, 1} is drawn
-    once per forward pass (``torch.randint``, torch's global RNG) and only the selected function
-    runs; in eval λ = 0.5. ``num_functions=1`` is a plain ResNeXt/SK bottleneck X + F(X).
+    once per block and forward pass (:func:`draw_lambda`); in eval λ = 0.5. ``branch_mode``
+    says how training computes eq. 2 (both modes draw the same λ and give the same outputs and
+    gradients; the unselected function's gradient is none or zero):
+
+    * ``"sample"`` (default): only the λ-selected function runs; the other one's parameters get
+      no gradient that step, so DDP needs ``find_unused_parameters=True``.
+    * ``"weighted"``: both functions run and are weighted by λ, so every parameter gets a
+      gradient (zero for the unselected function): DDP without ``find_unused_parameters``,
+      timm's backward test. Costs 1.9x the forward+backward time of ``"sample"``
+      (``dsk_resnext50_32x4d``, 64 and 96 px, batch 2, one CPU thread; 1.45x for a narrow
+      CPU variant, where the stem weighs more). Differs in training only in that the
+      unselected function's BatchNorm running statistics are updated too, and optimizers apply
+      momentum and weight decay to its zero gradient where ``"sample"`` leaves it untouched.
+
+    An FX graph traced in training mode draws λ at run time and computes eq. 2 as
+    ``"weighted"`` does (a graph cannot branch on a run-time value). ``last_lambda`` records
+    the last λ (eager and TorchScript). ``num_functions=1`` is a plain ResNeXt/SK bottleneck
+    X + F(X).
     ``sk=True`` replaces each function's 3x3 grouped conv by the SK unit (eq. 1). A drop-in
     block for timm's ``ResNet`` (same constructor arguments as timm's ``Bottleneck``).
     """
 
     expansion = 4
+    last_lambda: float | None  # evaluated (no __future__ annotations): TorchScript reads it
 
     def __init__(
         self,
@@ -179,12 +220,15 @@ class DualResidualBottleneck(nn.Module):
         *,
         num_functions: int = 2,
         sk: bool = True,
+        branch_mode: str = "sample",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if num_functions not in (1, 2):
             raise ValueError(f"num_functions must be 1 or 2, got {num_functions}")
+        if branch_mode not in BRANCH_MODES:
+            raise ValueError(f"branch_mode must be one of {BRANCH_MODES}, got {branch_mode!r}")
         if attn_layer is not None:
             raise ValueError("DualResidualBottleneck does not take attn_layer")
         dd = {"device": device, "dtype": dtype}
@@ -201,7 +245,8 @@ class DualResidualBottleneck(nn.Module):
             _anti_alias_shortcut(downsample, aa_layer, dd) if aa_layer is not None else downsample)
         self.drop_path = drop_path
         self.act = act_layer(inplace=True)
-        self.last_lambda: float | None = None
+        self.branch_mode = branch_mode
+        self.last_lambda = None
 
     def zero_init_last(self) -> None:
         for f in self.functions:
@@ -210,16 +255,32 @@ class DualResidualBottleneck(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """λ·F1 + (1−λ)·F2 (eq. 2); λ random in {0, 1} in training, 0.5 in eval."""
         if len(self.functions) == 1:
-            return self.functions[0](x)
-        f1, f2 = self.functions
-        if self.training:
-            lam = int(torch.randint(2, ()).item())
-            self.last_lambda = float(lam)
-            return f1(x) if lam == 1 else f2(x)
-        self.last_lambda = 0.5
-        return 0.5 * f1(x) + 0.5 * f2(x)
+            return self._function(x, 0)
+        if not self.training:
+            self.last_lambda = 0.5
+            return 0.5 * self._function(x, 0) + 0.5 * self._function(x, 1)
+        lam = draw_lambda(x)
+        if _fx_tracing():  # a graph cannot branch on a λ drawn at run time
+            return self._weighted(x, lam)
+        chosen = float(lam.item())
+        self.last_lambda = chosen
+        if self.branch_mode == "weighted":
+            return self._weighted(x, lam)
+        return self._function(x, 0 if chosen == 1.0 else 1)
+
+    def _weighted(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """λ·F1 + (1−λ)·F2 with both functions computed (eq. 2)."""
+        return lam * self._function(x, 0) + (1 - lam) * self._function(x, 1)
+
+    def _function(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """F(x, W_{index+1}) of eq. 2; a loop: TorchScript indexes a ModuleList by literals only."""
+        for i, f in enumerate(self.functions):
+            if i == index:
+                return f(x)
+        raise IndexError(f"no residual function {index}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(shortcut + drop_path(residual)) (eq. 2)."""
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.residual(x)
         if self.drop_path is not None:
@@ -247,16 +308,14 @@ default_cfgs = generate_default_cfgs({name: _cfg() for name in _VARIANTS})
 
 
 def _create_dsk(variant: str, pretrained: bool, user_kwargs: dict) -> ResNet:
-    """Build ``variant`` on timm's ``ResNet`` with :class:`DualResidualBottleneck`; user kwargs win."""
-    if pretrained:
-        raise VipnbError(
-            f"no pretrained weights exist for {variant!r} (VIPriors trains from scratch); "
-            "create it with pretrained=False"
-        )
+    """Build ``variant`` on timm's ``ResNet`` with :class:`DualResidualBottleneck` (eq. 1-2);
+    user kwargs win. ``pretrained=True`` loads what timm's ``pretrained_cfg_overlay`` names
+    (e.g. ``dict(file=...)``); with nothing named timm raises its RuntimeError (no weights exist)."""
     spec = dict(_VARIANTS[variant])
     kwargs = dict(user_kwargs)
     aa = kwargs.pop("aa", spec["aa"])
     block_args = {"num_functions": spec["num_functions"], "sk": spec["sk"],
+                  "branch_mode": kwargs.pop("branch_mode", "sample"),
                   **kwargs.pop("block_args", {})}
     model_kwargs = dict(
         block=DualResidualBottleneck, layers=spec["layers"], cardinality=32, base_width=4,

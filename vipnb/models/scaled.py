@@ -25,20 +25,18 @@ from timm.models.efficientnet import (
 )
 from timm.models.regnet import RegNet, adjust_widths_groups_comp, model_cfgs
 
+from vipnb.models._default_cfg import untrained_cfg
+
 QUARTER = 0.25
 
 default_cfgs = generate_default_cfgs({
-    name: {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "interpolation": "bicubic",
-           "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-           "first_conv": "conv_stem", "classifier": "classifier"}
+    name: untrained_cfg("conv_stem", classifier="classifier", interpolation="bicubic")
     for name in ("efficientnet_b3_quarter", "efficientnet_b4_quarter", "efficientnet_b5_quarter",
                  "efficientnet_b6_quarter", "efficientnetv2_s_quarter",
                  "efficientnetv2_m_quarter")
 } | {
-    f"regnety_{size}_quarter": {"url": "", "num_classes": 1000, "input_size": (3, 224, 224),
-                                "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
-                                "std": (0.229, 0.224, 0.225), "first_conv": "stem.conv",
-                                "classifier": "head.fc"}
+    f"regnety_{size}_quarter": untrained_cfg(
+        "stem.conv", classifier="head.fc", interpolation="bicubic")
     for size in ("080", "120", "160", "320")
 })
 
