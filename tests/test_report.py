@@ -16,6 +16,7 @@ from PIL import Image
 from vipnb.engine import load_recipe, train
 from vipnb.engine.rundir import runs_read
 from vipnb.errors import VipnbError
+from vipnb.eval.t_distribution import regularized_incomplete_beta, student_t_two_sided_p
 from vipnb.report.header import format_duration, make_header
 from vipnb.report.index import write_index
 from vipnb.report.plots import confusion_heatmap, learning_curves_plot, per_class_accuracy_plot
@@ -23,9 +24,7 @@ from vipnb.report.runs_table import recipe_overrides, recomputed_run_name, write
 from vipnb.report.tables import (
     ResultRow,
     compare,
-    regularized_incomplete_beta,
     results_table,
-    student_t_two_sided_p,
     write_hard_classes,
     write_table,
 )

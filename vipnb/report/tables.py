@@ -14,6 +14,7 @@ from pathlib import Path
 from vipnb.atomic import write_text_atomic
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import mean_std
+from vipnb.eval.t_distribution import student_t_two_sided_p
 from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 
@@ -120,47 +121,6 @@ def format_p(p: float) -> str:
     if p < 0.001:
         return "p<0.001"
     return f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
-
-
-def student_t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t²)}(df/2, 1/2)."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
-
-
-def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) by Lentz's continued fraction (Numerical Recipes §6.4); scipy is optional."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must lie in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    # The continued fraction converges fast only for x < (a+1)/(a+b+2); use the symmetry otherwise.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(x, a, b) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(1.0 - x, b, a) / b
-
-
-def _beta_continued_fraction(x: float, a: float, b: float) -> float:
-    tiny, eps = 1e-300, 1e-15
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 500):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1.0) < eps:
-            break
-    return fraction
 
 
 def write_hard_classes(

@@ -1,0 +1,84 @@
+"""Paired claims: intervals and detectable effects against hand-computed values, Holm's
+adjustment, and the verdicts on constructed examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vipnb.errors import VipnbError
+from vipnb.eval.t_distribution import t_quantile
+from vipnb.study.claims import (
+    NOT_DETECTED,
+    OPPOSITE,
+    REPRODUCED,
+    Claim,
+    assess,
+    holm,
+    paired_difference,
+    verdict,
+)
+
+
+def test_t_quantiles_match_the_tables():
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert t_quantile(0.8, 2) == pytest.approx(1.060660, abs=1e-5)
+    assert t_quantile(0.025, 10) == pytest.approx(-2.228139, abs=1e-5)
+
+
+def test_paired_interval_and_mde_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3)
+    result = paired_difference([70.0, 71.0, 72.0], [71.0, 73.0, 75.0])
+    se = 1 / math.sqrt(3)
+    assert result.mean == pytest.approx(2.0) and result.seeds == 3
+    assert result.low == pytest.approx(2 - 4.302653 * se, abs=1e-5)
+    assert result.high == pytest.approx(2 + 4.302653 * se, abs=1e-5)
+    assert result.mde == pytest.approx((4.302653 + 1.060660) * se, abs=1e-5)
+    # t = 2 / se = 3.4641 with 2 df: two-sided p = 0.07418
+    assert result.p == pytest.approx(0.07418, abs=1e-4)
+
+
+def test_pairing_removes_the_seeds_luck():
+    before, after = [60.0, 70.0, 80.0], [61.0, 71.1, 80.9]  # seeds differ a lot, the step not
+    result = paired_difference(before, after)
+    assert result.low > 0 and result.p < 0.01
+
+
+def test_identical_recipes_read_not_detected_around_zero():
+    seeds = [71.2, 69.8, 70.5]
+    [row] = assess([Claim("same recipe twice", 1.5, seeds, list(seeds))])
+    assert row["verdict"] == NOT_DETECTED
+    assert row["ci_low"] == row["ci_high"] == row["ours_difference"] == 0.0
+
+
+def test_one_seed_has_no_interval_and_no_verdict():
+    result = paired_difference([70.0], [75.0])
+    assert result.mean == 5.0 and math.isnan(result.low) and math.isnan(result.p)
+    assert verdict(2.0, result.mean, result.p) == NOT_DETECTED
+
+
+def test_unpaired_sides_are_refused():
+    with pytest.raises(VipnbError, match="same seeds"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_verdicts_on_constructed_examples():
+    assert verdict(+2.0, +1.0, 0.01) == REPRODUCED
+    assert verdict(+2.0, -1.0, 0.01) == OPPOSITE
+    assert verdict(-0.5, -3.0, 0.001) == REPRODUCED
+    assert verdict(+2.0, +5.0, 0.2) == NOT_DETECTED
+    assert verdict(None, +5.0, 0.001) == NOT_DETECTED  # the paper gives no number
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, math.nan, 0.01]) == pytest.approx([0.5, math.nan, 0.02], nan_ok=True)
+
+
+def test_holm_turns_a_lone_significant_claim_among_many_into_not_detected():
+    clear = Claim("clear", 1.0, [70.0, 71.0, 72.0], [72.0, 73.1, 73.9])  # p = 0.00083
+    noise = [Claim(f"noise {i}", 1.0, [70.0, 71.0, 72.0], [70.5, 70.5, 72.6]) for i in range(99)]  # x100 > 0.05
+    assert assess([clear])[0]["verdict"] == REPRODUCED
+    assert assess([clear, *noise])[0]["verdict"] == NOT_DETECTED

@@ -1,0 +1,1 @@
+"""Experiments over runs: the papers' claims with paired intervals and verdicts."""

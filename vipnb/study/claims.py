@@ -1,0 +1,103 @@
+"""A paper's claim against our runs: the paired difference over seeds, its 95 % interval, the
+smallest effect the design could have detected, and a verdict.
+
+A claim compares two results of the same seeds ("after" − "before", in percentage points):
+seed s of both sides shares its data order and initialisation where the code allows, so the
+difference of each seed removes the seed's own luck, and the interval is the paired t
+interval  d̄ ± t_{1−α/2, n−1} · s_d / √n.
+
+The minimum detectable effect at 80 % power is (t_{1−α/2, n−1} + t_{power, n−1}) · s_d / √n:
+a true difference of that size would be seen four times in five. A claim that reads
+*not detected* says that, not that the idea does nothing.
+
+Multiple comparisons: the verdicts of one notebook's claims are made on Holm-adjusted p-values
+(`assess`), so the chance of any false *reproduced* or *opposite* among them stays below α;
+the intervals shown are the unadjusted 95 % ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vipnb.errors import VipnbError
+from vipnb.eval.t_distribution import student_t_two_sided_p, t_quantile
+
+REPRODUCED, OPPOSITE, NOT_DETECTED = "reproduced", "opposite", "not detected"
+CLAIM_COLUMNS = ["claim", "paper_difference", "ours_difference", "ci_low", "ci_high", "mde",
+                 "seeds", "p", "p_holm", "verdict"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step a paper asserts: `after` − `before`, top-1 in percent, one value per seed, the
+    same seeds in the same order on both sides."""
+
+    name: str
+    paper_difference: float | None
+    before: Sequence[float]
+    after: Sequence[float]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    mean: float
+    low: float
+    high: float
+    mde: float  # the smallest true difference seen with `power` (nan with one seed)
+    seeds: int
+    p: float
+
+
+def paired_difference(before: Sequence[float], after: Sequence[float], alpha: float = 0.05,
+                      power: float = 0.8) -> PairedDifference:
+    """The paired t interval of `after` − `before` (one value per seed on each side)."""
+    if len(before) != len(after) or not before:
+        raise VipnbError(f"a paired claim needs the same seeds on both sides, got {len(before)} "
+                         f"and {len(after)} values")
+    differences = [a - b for a, b in zip(after, before, strict=True)]
+    n = len(differences)
+    mean = sum(differences) / n
+    if n == 1:
+        return PairedDifference(mean, math.nan, math.nan, math.nan, 1, math.nan)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    standard_error = sd / math.sqrt(n)
+    critical = t_quantile(1 - alpha / 2, n - 1)
+    if standard_error == 0.0:  # every seed moved by exactly the same amount
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        p = student_t_two_sided_p(mean / standard_error, n - 1)
+    mde = (critical + t_quantile(power, n - 1)) * standard_error
+    return PairedDifference(mean, mean - critical * standard_error,
+                            mean + critical * standard_error, mde, n, p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (nan stays nan, untested)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(paper_difference: float | None, ours: float, p: float, alpha: float = 0.05) -> str:
+    """*reproduced* (same sign, significant), *opposite* (significant, other sign) or *not
+    detected* (not significant, one seed, or a paper without a number to compare)."""
+    if math.isnan(p) or p >= alpha or paper_difference is None or paper_difference == 0:
+        return NOT_DETECTED
+    return REPRODUCED if (ours > 0) == (paper_difference > 0) else OPPOSITE
+
+
+def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
+    """One row per claim (CLAIM_COLUMNS), verdicts on Holm-adjusted p over all of `claims`."""
+    results = [paired_difference(c.before, c.after, alpha) for c in claims]
+    adjusted = holm([r.p for r in results])
+    return [{"claim": c.name, "paper_difference": c.paper_difference,
+             "ours_difference": r.mean, "ci_low": r.low, "ci_high": r.high, "mde": r.mde,
+             "seeds": r.seeds, "p": r.p, "p_holm": p_holm,
+             "verdict": verdict(c.paper_difference, r.mean, p_holm, alpha)}
+            for c, r, p_holm in zip(claims, results, adjusted, strict=True)]
