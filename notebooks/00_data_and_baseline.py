@@ -50,11 +50,12 @@ from vipnb.data.sources import dataset_root
 from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.submission import score_submission, write_submission
+from vipnb.report.group_reports import write_group_reports
 from vipnb.report.header import make_header
 from vipnb.report.plots import image_grid
-from vipnb.report.runs import SeedGroup, write_group_reports
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
+from vipnb.study.seed_groups import SeedGroup
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("00_data_and_baseline", profile))

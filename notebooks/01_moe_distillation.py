@@ -59,15 +59,11 @@ from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import top1
 from vipnb.losses import diversity_loss, positive_class_loss
 from vipnb.report.ablations import AblationRow, write_ablations
+from vipnb.report.group_reports import write_ensemble_reports
 from vipnb.report.header import make_header
-from vipnb.report.runs import (
-    rescore_seed_groups,
-    train_seed_groups,
-    weighted_ensembles,
-    write_ensemble_reports,
-)
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
+from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("01_moe_distillation", profile))

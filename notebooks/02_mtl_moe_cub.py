@@ -59,11 +59,11 @@ from vipnb.models.sparse_moe import NoisyTopKGate
 from vipnb.report.ablations import AblationRow, write_ablations
 from vipnb.report.header import make_header
 from vipnb.report.mtl_plots import boxes_grid, routing_heatmap, seed_curves_plot
-from vipnb.report.mtl_runs import routing, run_metrics, seed_curve
 from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
-from vipnb.report.runs import SeedGroup
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.study.mtl_runs import routing, run_metrics, seed_curve
+from vipnb.study.seed_groups import SeedGroup
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("02_mtl_moe_cub", profile))

@@ -64,12 +64,13 @@ from vipnb.losses import (
     tree_supervision_loss,
 )
 from vipnb.report.ablations import AblationRow, write_ablations
+from vipnb.report.group_reports import write_ensemble_reports
 from vipnb.report.header import make_header
 from vipnb.report.hierarchy_plot import hierarchy_plot
-from vipnb.report.runs import train_seed_groups, weighted_ensembles, write_ensemble_reports
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
+from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("03_vipf_dsknet", profile))

@@ -59,11 +59,11 @@ from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
 from vipnb.losses import bi_tempered_logistic_loss, taylor_cross_entropy
 from vipnb.report.ablations import AblationRow, write_ablations
-from vipnb.report.fusion_study import fuse, hard_classes_of, run_coverage, tta_scores
 from vipnb.report.header import make_header
 from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_scores
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))

@@ -1,5 +1,4 @@
 
-import os
 
 import pytest
 from conftest import write_recipe_file

@@ -15,7 +15,7 @@ from vipnb.engine.recipe import from_dict
 from vipnb.engine.rescore import rescore
 from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
-from vipnb.report.fusion_study import fuse, tta_scores
+from vipnb.study.fusion import fuse, tta_scores
 
 PAPER_AUGMENTATION = {"vflip": 0.5, "color_jitter": [0.5, 0.5, 0.5, 0.1],
                       "gaussian_noise": 20, "init": "xavier"}

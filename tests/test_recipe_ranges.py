@@ -103,7 +103,7 @@ def test_a_dependency_is_a_recipe_name_or_yaml_path_never_a_bare_path(tmp_path):
 
 
 def test_traversal_name_creates_no_folder_outside_the_runs_root(tmp_path):
-    from vipnb.engine.trainer import train
+    from vipnb.engine.training import train
 
     path = write_recipe(tmp_path, name="../escaped", dataset="folder",
                         data_root=str(tmp_path / "no_data"))

@@ -9,7 +9,7 @@ from tests.conftest import write_recipe_file
 from vipnb.engine import load_recipe, train
 from vipnb.engine.rescore import rescore
 from vipnb.errors import VipnbError
-from vipnb.report.runs import SeedGroup
+from vipnb.study.seed_groups import SeedGroup
 
 
 def test_ten_crops_at_a_larger_size_are_saved_and_read_back(tiny_tree: Path, tmp_path: Path):

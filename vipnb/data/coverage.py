@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vipnb.data.layout import ImageList
-from vipnb.data.sources import RunData, SplitSource
+from vipnb.data.run_data import RunData, SplitSource
 from vipnb.errors import VipnbError
 from vipnb.eval.coverage import coverage_class_names, coverage_labels, coverage_training_index
 

@@ -1,62 +1,21 @@
-"""The data of a run: its three splits, served as uint8 batches from memory or from disk."""
+"""Where a run's data comes from: the dataset root of a recipe, its splits decoded or streamed."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vipnb import paths
 from vipnb.data.cache import decode_split
+from vipnb.data.coverage import coverage_run_data
 from vipnb.data.layout import ImageList, scan_split
-from vipnb.data.stream import stream_batches
+from vipnb.data.run_data import RunData, SplitSource
 from vipnb.data.val_into_train import move_val_into_train
 from vipnb.errors import VipnbError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SplitSource:
-    """One split; `batches(order, n)` yields (uint8 images [B, 3, S, S], int64 labels)."""
-
-    name: str
-    labels: torch.Tensor
-    ids: list[str]
-    classes: list[str]
-    skipped: list[str]
-    images: torch.Tensor | None = None  # memory path
-    files: ImageList | None = None  # stream path
-    size: int = 0
-    interpolation: str = "bilinear"
-    workers: int = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        if self.images is not None:
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                yield self.images[index], self.labels[index]
-        else:
-            yield from stream_batches(self.files, self.size, self.interpolation, order,
-                                      batch_size, self.workers)
-
-
-@dataclass
-class RunData:
-    train: SplitSource
-    val: SplitSource
-    test: SplitSource
-    root: Path
-
-    @property
-    def classes(self) -> list[str]:
-        return self.train.classes
 
 
 def dataset_root(recipe) -> Path:
@@ -102,8 +61,6 @@ def load_run_data(recipe) -> RunData:
             log.warning("%s: skipped %d unreadable images", split, len(sources[split].skipped))
     data = RunData(sources["train"], sources["val"], sources["test"], root)
     if recipe.coverage_classes:  # the fusion-coverage paper's targeted training set (§III.E)
-        from vipnb.data.coverage import coverage_run_data  # it builds on this module
-
         data = coverage_run_data(data, recipe.coverage_classes, recipe.coverage_per_hard,
                                  recipe.coverage_per_other, recipe.seed)
     return data

@@ -22,7 +22,7 @@ from vipnb import paths
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.rescore import rescore, rescored_file
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import train
+from vipnb.engine.training import train
 from vipnb.errors import VipnbError
 from vipnb.progress import progress_bar
 

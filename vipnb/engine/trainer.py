@@ -1,4 +1,4 @@
-"""The trainer: one recipe in, one finished run directory out.
+"""The classification trainer: one recipe and its data in, one finished run directory out.
 
 timm does what it does well (models, optimizers, schedulers, Mixup/CutMix, EMA, the
 soft-target loss); this module feeds it batches from `vipnb.data`, keeps the run
@@ -13,7 +13,6 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,15 +23,13 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-from vipnb import paths
 from vipnb.data.augment import EvalTransform, TrainTransform
-from vipnb.data.sources import RunData, SplitSource, load_run_data
+from vipnb.data.sources import RunData, SplitSource
 from vipnb.engine.build import build_model, initialise_from, load_trained_model
 from vipnb.engine.checkpoint import load_checkpoint, restoring_from, save_atomic
-from vipnb.engine.distributed import DistInfo, init_distributed
+from vipnb.engine.distributed import DistInfo
 from vipnb.engine.objective import Objective
-from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
-from vipnb.engine.run_lock import training_claim
+from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
@@ -42,52 +39,6 @@ from vipnb.models.dsk import DualResidualBottleneck
 from vipnb.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = True,
-          progress: bool = True, device: str | None = None) -> RunDir:
-    """Train `recipe` unless its run directory already holds a finished run; return the run.
-
-    With `resume` (the default) an interrupted run continues from its last checkpoint;
-    without it, an unfinished run starts again from scratch.
-    """
-    run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
-    if run.finished:  # reused as it is: no lock needed to read it
-        return run
-    # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
-    starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
-                   for key in DEPENDENCY_KEYS if getattr(recipe, key)}
-    if recipe.architecture == "mtl_moe":  # box targets and two heads: a loop of its own
-        from vipnb.engine.mtl_trainer import train_mtl
-
-        default = "cuda" if torch.cuda.is_available() else "cpu"
-        with training_claim(run) as unfinished:
-            if not unfinished:  # another process finished it meanwhile
-                return run
-            if not resume:
-                run.checkpoint_file.unlink(missing_ok=True)
-            return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
-    dist_info, default_device = init_distributed()
-    # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
-    with training_claim(run, dist_info, default_device) as unfinished:
-        if not unfinished:  # another process finished it meanwhile
-            return run
-        if dist_info.is_main:
-            if not resume:
-                run.checkpoint_file.unlink(missing_ok=True)
-            run.write_recipe(recipe)
-            data = load_run_data(recipe)  # the main process builds data and caches first
-        dist_info.barrier()
-        if not dist_info.is_main:
-            data = load_run_data(recipe)
-        configure_determinism(recipe)
-        device = torch.device(device) if device else default_device
-        trainer = Trainer
-        if recipe.stage == "moco":
-            from vipnb.engine.moco_stage import MocoTrainer  # it builds on this module
-
-            trainer = MocoTrainer
-        return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
 
 
 class Trainer:

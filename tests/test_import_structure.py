@@ -1,0 +1,67 @@
+"""The package's layers: no module imports itself back through others (an import cycle), and
+the report layer renders only, never reaching the code that trains or runs experiments."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vipnb
+
+PACKAGE = Path(vipnb.__file__).parent
+TRAINING = {"vipnb.engine.training", "vipnb.engine.trainer", "vipnb.engine.parallel",
+            "vipnb.engine.mtl_trainer", "vipnb.engine.moco_stage", "vipnb.study"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every vipnb module `path` imports, at the top or inside functions, except under
+    `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(node) for branch in ast.walk(tree) if isinstance(branch, ast.If)
+               and getattr(branch.test, "id", None) == "TYPE_CHECKING"
+               for node in ast.walk(branch)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vipnb"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("vipnb"))
+    return found
+
+
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_import_cycles():
+    cycles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(GRAPH.get(module, ())):
+            if target == module or target not in GRAPH or target == "vipnb":
+                continue
+            if state.get(target) == "open":
+                cycles.append(" → ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_the_report_layer_imports_no_training_or_study_code():
+    reaching = {module: sorted(target for target in targets
+                               if any(target == t or target.startswith(t + ".")
+                                      for t in TRAINING))
+                for module, targets in GRAPH.items() if module.startswith("vipnb.report")}
+    assert not {m: t for m, t in reaching.items() if t}

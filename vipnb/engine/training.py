@@ -1,0 +1,59 @@
+"""`train`: one recipe in, one finished run directory out. It picks the loop the recipe
+needs (the classification trainer, its MoCo-v2 stage, or the MTL-MoE loop with boxes), trains
+the runs it starts from first, and lets one process at a time train a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vipnb import paths
+from vipnb.data.sources import load_run_data
+from vipnb.engine.distributed import init_distributed
+from vipnb.engine.moco_stage import MocoTrainer
+from vipnb.engine.mtl_trainer import train_mtl
+from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
+from vipnb.engine.run_lock import training_claim
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import Trainer, configure_determinism
+
+
+def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = True,
+          progress: bool = True, device: str | None = None) -> RunDir:
+    """Train `recipe` unless its run directory already holds a finished run; return the run.
+
+    With `resume` (the default) an interrupted run continues from its last checkpoint;
+    without it, an unfinished run starts again from scratch.
+    """
+    run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
+    if run.finished:  # reused as it is: no lock needed to read it
+        return run
+    # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
+    starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
+                   for key in DEPENDENCY_KEYS if getattr(recipe, key)}
+    if recipe.architecture == "mtl_moe":  # box targets and two heads: a loop of its own
+        default = "cuda" if torch.cuda.is_available() else "cpu"
+        with training_claim(run) as unfinished:
+            if not unfinished:  # another process finished it meanwhile
+                return run
+            if not resume:
+                run.checkpoint_file.unlink(missing_ok=True)
+            return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
+    dist_info, default_device = init_distributed()
+    # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
+    with training_claim(run, dist_info, default_device) as unfinished:
+        if not unfinished:  # another process finished it meanwhile
+            return run
+        if dist_info.is_main:
+            if not resume:
+                run.checkpoint_file.unlink(missing_ok=True)
+            run.write_recipe(recipe)
+            data = load_run_data(recipe)  # the main process builds data and caches first
+        dist_info.barrier()
+        if not dist_info.is_main:
+            data = load_run_data(recipe)
+        configure_determinism(recipe)
+        device = torch.device(device) if device else default_device
+        trainer = MocoTrainer if recipe.stage == "moco" else Trainer
+        return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
