@@ -56,12 +56,13 @@ from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import hard_classes, per_class_accuracy
 from vipnb.models.sparse_moe import NoisyTopKGate
-from vipnb.report.ablations import AblationRow, write_ablations
+from vipnb.report.ablations import write_ablations, write_claims
 from vipnb.report.header import make_header
 from vipnb.report.mtl_plots import boxes_grid, routing_heatmap, seed_curves_plot
 from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.study.claims import Claim, assess
 from vipnb.study.mtl_runs import routing, run_metrics, seed_curve
 from vipnb.study.seed_groups import SeedGroup
 
@@ -238,9 +239,9 @@ STEPS = [  # step, before, after, the poster's before and after (%), epoch compa
      "mtl_transfer_direct", "mtl_transfer_full", None, None, EARLY - 1),
     ("transfer: everything updated → experts frozen (Fig. 5)", "mtl_transfer_full",
      "mtl_transfer_frozen", None, None, LAST)]
-steps = [AblationRow(step, pb, pa, top1_at(a, epoch), top1_at(b, epoch))
+steps = [Claim(step, pb, pa, top1_at(a, epoch), top1_at(b, epoch))
          for step, a, b, pb, pa, epoch in STEPS]
-_, steps_md = write_ablations(steps, out_dir, "steps", header,
+_, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="02 · Each comparison, measured (test top-1)")
 display(Markdown(steps_md.read_text()))
 
@@ -289,6 +290,21 @@ confusion_heatmap(SeedGroup("mtl_moe_e3", runs["mtl_moe_e3"]).confusion(), data.
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
       f"(training time of its runs, cached or not: {training_s / 60:.1f} min)")
+
+# %% [markdown]
+# ## 11 · The poster's claims, and what this run can say about them
+#
+# Every step measured above is one of the paper's claims. Each reads as the paired difference
+# over seeds (seed s of both sides shares its data order and initialisation) with its 95 %
+# interval and the smallest effect these seeds could have detected; verdicts use Holm's
+# correction over all of this notebook's claims. The conclusion under the table is written from
+# the table alone.
+
+# %%
+claims = assess(steps)
+_, claims_md, forest = write_claims(claims, out_dir, header, title="02 · The poster's claims")
+display(Image(str(forest)))
+display(Markdown(claims_md.read_text()))
 
 # %% [markdown]
 # ## The runs behind these reports

@@ -58,12 +58,14 @@ from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
 from vipnb.losses import bi_tempered_logistic_loss, taylor_cross_entropy
-from vipnb.report.ablations import AblationRow, write_ablations
+from vipnb.report.ablations import write_ablations, write_claims
 from vipnb.report.header import make_header
 from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
+from vipnb.study.claims import Claim, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_scores
+from vipnb.study.seed_groups import train_seed_groups
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
@@ -216,8 +218,9 @@ for loss, (stem, table, loss_name) in LOSSES.items():
 # ## 5 · Losses and test sizes, step by step
 #
 # For each robust loss against cross-entropy on the same backbone, and for each test size
-# against the training size, the paper's difference beside ours (mean over seeds, Welch's
-# t-test across seeds; p > 0.05 is *inside the noise*).
+# against the training size, the paper's difference beside ours (the paired difference over
+# seeds with its 95 % interval and the smallest detectable effect; section 9 gives the
+# verdicts over all of this notebook's claims).
 
 # %%
 def paper_at(row, paper_size):
@@ -229,14 +232,14 @@ def ours_at(row, size):
 
 
 mid = TEST_SIZES[320]
-steps = [AblationRow(f"{name} → {LOSSES[loss][2]} ({BACKBONES[b]}, 320 px)",
+steps = [Claim(f"{name} → {LOSSES[loss][2]} ({BACKBONES[b]}, 320 px)",
                      paper_at(f"fc_{b}_ce", 320), paper_at(f"fc_{b}_{loss}", 320),
                      ours_at(f"fc_{b}_ce", mid), ours_at(f"fc_{b}_{loss}", mid))
          for b in backbones if b in ROBUST for loss, name in (("taylor", "CE"), ("bitempered", "CE"))]
-steps += [AblationRow(f"test size 224 → {ps} px ({row})", paper_at(row, 224), paper_at(row, ps),
+steps += [Claim(f"test size 224 → {ps} px ({row})", paper_at(row, 224), paper_at(row, ps),
                       ours_at(row, TEST_SIZES[224]), ours_at(row, TEST_SIZES[ps]))
           for row in rows for ps in (320, 380)]
-_, steps_md = write_ablations(steps, out_dir, "steps", header,
+_, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="04 · Losses and test sizes, measured")
 display(Markdown(steps_md.read_text()))
 
@@ -326,11 +329,11 @@ for rule in ("literal", "replace"):
 _, coverage_md = write_table(coverage_rows, out_dir, "coverage", header,
                              title="04 · Result coverage")
 display(Markdown(coverage_md.read_text()))
-coverage_steps = [AblationRow(f"coverage, {rule} reading (fusion → final)", 72.4, 75.178,
+coverage_steps = [Claim(f"coverage, {rule} reading (fusion → final)", 72.4, 75.178,
                               accuracy(fusions[s].stage2_test for s in seeds),
                               accuracy(coverage[s].final[rule] for s in seeds))
                   for rule in ("literal", "replace")]
-_, coverage_steps_md = write_ablations(coverage_steps, out_dir, "coverage_steps", header,
+_, coverage_steps_md = write_ablations(assess(coverage_steps), out_dir, "coverage_steps", header,
                                        title="04 · What coverage adds, measured")
 display(Markdown(coverage_steps_md.read_text()))
 
@@ -369,6 +372,34 @@ confusion_heatmap(final_confusion, classes, out_dir / "coverage_literal_test_con
 # %%
 print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
       f"(training time of its runs, cached or not: {training_s / 60:.1f} min)")
+
+# %% [markdown]
+# ## 9 · The paper's claims, and what this run can say about them
+#
+# Every step measured above is one of the paper's claims, and so is each final result against
+# notebook 00's plain ResNet-18 (the same data and seeds, scored on the same test images) and
+# the fusion against the best single model. Each reads as the paired difference over seeds
+# (seed s of both sides shares its data order and initialisation) with its 95 % interval and
+# the smallest effect these seeds could have detected; verdicts use Holm's correction over all
+# of this notebook's claims. The conclusion under the table is written from the table alone.
+
+# %%
+baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides)["baseline_resnet"]
+plain = baseline.top1("test", scores[seeds[0]][rows[0], input_size].test.ids)
+single = [100 * scores[s][best_single(s)].test.top1 for s in seeds]
+paper_single = max(v for row in rows
+                   for v in paper_reference(row).get("top1_by_test_size", {}).values())
+final = accuracy(coverage[s].final["literal"] for s in seeds)
+finals = [Claim("best single model vs notebook 00's plain ResNet", 26.39, paper_single, plain,
+                single),
+          Claim("final (coverage, literal) vs notebook 00's plain ResNet", 26.39, 75.178, plain,
+                final),
+          Claim("stage-2 fusion vs best single model", paper_single, 72.4, single,
+                accuracy(fusions[s].stage2_test for s in seeds))]
+claims = assess([*steps, *coverage_steps, *finals])
+_, claims_md, forest = write_claims(claims, out_dir, header, title="04 · The paper's claims")
+display(Image(str(forest)))
+display(Markdown(claims_md.read_text()))
 
 # %% [markdown]
 # ## The runs behind these reports

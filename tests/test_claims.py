@@ -48,7 +48,7 @@ def test_pairing_removes_the_seeds_luck():
 
 def test_identical_recipes_read_not_detected_around_zero():
     seeds = [71.2, 69.8, 70.5]
-    [row] = assess([Claim("same recipe twice", 1.5, seeds, list(seeds))])
+    [row] = assess([Claim("same recipe twice", 70.0, 71.5, seeds, list(seeds))])
     assert row["verdict"] == NOT_DETECTED
     assert row["ci_low"] == row["ci_high"] == row["ours_difference"] == 0.0
 
@@ -78,7 +78,12 @@ def test_holm_adjusts_step_down_and_keeps_order():
 
 
 def test_holm_turns_a_lone_significant_claim_among_many_into_not_detected():
-    clear = Claim("clear", 1.0, [70.0, 71.0, 72.0], [72.0, 73.1, 73.9])  # p = 0.00083
-    noise = [Claim(f"noise {i}", 1.0, [70.0, 71.0, 72.0], [70.5, 70.5, 72.6]) for i in range(99)]  # x100 > 0.05
+    clear = Claim("clear", 70.0, 71.0, [70.0, 71.0, 72.0], [72.0, 73.1, 73.9])  # p = 0.00083
+    noise = [Claim(f"noise {i}", 70.0, 71.0, [70.0, 71.0, 72.0], [70.5, 70.5, 72.6]) for i in range(99)]  # x100 > 0.05
     assert assess([clear])[0]["verdict"] == REPRODUCED
     assert assess([clear, *noise])[0]["verdict"] == NOT_DETECTED
+
+
+def test_a_claim_without_the_papers_numbers_has_no_paper_difference():
+    assert Claim("step", None, 71.0, [1.0], [2.0]).paper_difference is None
+    assert Claim("step", 70.0, 71.5, [1.0], [2.0]).paper_difference == pytest.approx(1.5)

@@ -1,66 +1,118 @@
-"""Ablation tables: for each step a paper takes (+SD, +Distill, N=1→3, ...), the paper's
-difference beside ours, with its spread over seeds and whether it goes the paper's way."""
+"""A paper's steps as tables: each claim (vipnb.study.claims) with the paper's difference beside
+our paired difference over seeds, its 95 % interval, the smallest effect the seeds could have
+detected, and the verdict; one table per section of a notebook (`write_ablations`), and all of
+a notebook's claims with a forest plot and the sentences of its conclusion (`write_claims`)."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from matplotlib.figure import Figure
+
 from vipnb.atomic import write_text_atomic
-from vipnb.eval.metrics import mean_std
 from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
-from vipnb.report.tables import compare
+from vipnb.report.plots import save_figure
 
-ABLATION_COLUMNS = ["step", "paper_difference", "ours_difference", "ours_before", "ours_after",
-                    "seeds", "p", "verdict", "paper_way"]
-
-
-@dataclass
-class AblationRow:
-    """One step from `before` to `after`: top-1 in percent, one value per seed on our side."""
-
-    step: str
-    paper_before: float | None
-    paper_after: float | None
-    before: list[float]
-    after: list[float]
+CLAIM_COLUMNS = ["claim", "paper_difference", "ours_difference", "ci_low", "ci_high", "mde",
+                 "seeds", "p", "p_holm", "verdict", "ours_before", "ours_after"]
+VERDICT_ORDER = ("reproduced", "opposite", "not detected")
 
 
-def ablation_entry(row: AblationRow) -> dict:
-    result = compare(row.after, row.before)
-    paper = (None if row.paper_before is None or row.paper_after is None
-             else row.paper_after - row.paper_before)
-    if paper is None:
-        way = "the paper gives no number"
-    elif result["p"] is None:
-        way = "one seed: no verdict"
-    elif result["p"] >= 0.05:
-        way = "inside the noise"
-    else:
-        way = "yes" if (result["difference"] > 0) == (paper > 0) else "no, the opposite way"
-    return {"step": row.step, "paper_difference": paper, "ours_difference": result["difference"],
-            "ours_before": mean_std(row.before)[0], "ours_after": mean_std(row.after)[0],
-            "seeds": min(len(row.before), len(row.after)), "p": result["p"],
-            "verdict": result["verdict"], "paper_way": way}
-
-
-def write_ablations(rows: Sequence[AblationRow], out_dir: str | os.PathLike, stem: str,
+def write_ablations(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str,
                     header: ReportHeader, title: str | None = None) -> tuple[Path, Path]:
-    """`<stem>.csv` (plain data) and `<stem>.md` (with the header); differences in points."""
-    entries = [ablation_entry(row) for row in rows]
-    csv_path = write_csv(Path(out_dir) / f"{stem}.csv", ABLATION_COLUMNS,
-                         [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in e.items()}
-                          for e in entries])
+    """`<stem>.csv` and `<stem>.md` of one section's assessed claims; differences in points.
+    The verdicts here are Holm-adjusted over the section only: `claims.md` has them over the
+    whole notebook."""
+    return _write_table(rows, Path(out_dir), stem, header, title)
+
+
+def write_claims(rows: Sequence[dict], out_dir: str | os.PathLike, header: ReportHeader,
+                 title: str) -> tuple[Path, Path, Path]:
+    """`claims.csv`, `claims.md` and `claims_forest.png` of all of a notebook's assessed
+    claims (Holm over all of them)."""
+    out_dir = Path(out_dir)
+    csv_path, md_path = _write_table(rows, out_dir, "claims", header, title,
+                                     footer=claims_conclusion(rows))
+    return csv_path, md_path, forest_plot(rows, out_dir / "claims_forest.png", header)
+
+
+def claims_conclusion(rows: Sequence[dict]) -> str:
+    """The conclusion's sentences, from the assessed claims alone (no number typed by hand)."""
+    counts = Counter(row["verdict"] for row in rows)
+    with_interval = [r for r in rows if not math.isnan(r["mde"])]
+    lines = [f"Of the {len(rows)} claims tested here, {counts['reproduced']} are reproduced "
+             f"(same sign, significant after Holm's correction), {counts['opposite']} go the "
+             f"opposite way and {counts['not detected']} are not detected."]
+    if with_interval:
+        mde = sorted(r["mde"] for r in with_interval)
+        lines.append(f"With these seeds, the smallest true difference each claim could have "
+                     f"shown four times in five ranges from {mde[0]:.2f} to {mde[-1]:.2f} pp "
+                     f"(median {np.median(mde):.2f}); a claim that is not detected may still "
+                     "hold with an effect below that.")
+    for verdict in ("reproduced", "opposite"):
+        named = [r["claim"] for r in rows if r["verdict"] == verdict]
+        if named:
+            lines.append(f"{verdict.capitalize()}: " + "; ".join(named) + ".")
+    return "\n\n".join(lines)
+
+
+def forest_plot(rows: Sequence[dict], out_path: Path, header: ReportHeader) -> Path:
+    """Each claim's paired difference with its 95 % interval, beside the paper's difference."""
+    figure = Figure(figsize=(9.0, 1.2 + 0.32 * len(rows)))
+    axes = figure.add_subplot()
+    colours = {"reproduced": "#2ca02c", "opposite": "#d62728", "not detected": "0.35"}
+    for y, row in enumerate(reversed(rows)):
+        colour = colours[row["verdict"]]
+        if not math.isnan(row["ci_low"]):
+            axes.plot([row["ci_low"], row["ci_high"]], [y, y], color=colour, lw=2)
+        axes.plot(row["ours_difference"], y, "o", color=colour)
+        if row["paper_difference"] is not None:
+            axes.plot(row["paper_difference"], y, "x", color="black", ms=7)
+    axes.axvline(0.0, color="0.6", lw=1)
+    axes.set_yticks(range(len(rows)), [_short(r["claim"]) for r in reversed(rows)], fontsize=7)
+    axes.set_xlabel("difference in test top-1 (pp): ours ● with 95 % interval, paper ×")
+    counts = Counter(row["verdict"] for row in rows)
+    axes.set_title(", ".join(f"{verdict} {counts[verdict]}" for verdict in VERDICT_ORDER),
+                   fontsize=9)
+    return save_figure(figure, out_path, header)
+
+
+def _write_table(rows: Sequence[dict], out_dir: Path, stem: str, header: ReportHeader,
+                 title: str | None, footer: str = "") -> tuple[Path, Path]:
+    csv_path = write_csv(out_dir / f"{stem}.csv", CLAIM_COLUMNS,
+                         [{k: _number(v) for k, v in row.items()} for row in rows])
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(),
-              "| step | paper (pp) | ours (pp, Welch test) | ours before → after (%) | "
-              "goes the paper's way? |", "| --- | ---: | --- | --- | --- |"]
-    for e in entries:
-        paper = "—" if e["paper_difference"] is None else f"{e['paper_difference']:+.2f}"
-        lines.append(f"| {e['step']} | {paper} | {e['verdict']} (n={e['seeds']}) | "
-                     f"{e['ours_before']:.2f} → {e['ours_after']:.2f} | {e['paper_way']} |")
-    md_path = write_text_atomic(Path(out_dir) / f"{stem}.md", "\n".join(lines) + "\n")
+              "| claim | paper (pp) | ours (pp, paired, 95 % interval) | detectable (pp) | "
+              "ours before → after (%) | verdict |", "| --- | ---: | --- | ---: | --- | --- |"]
+    for r in rows:
+        paper = "—" if r["paper_difference"] is None else f"{r['paper_difference']:+.2f}"
+        interval = ("one seed: no interval" if math.isnan(r["ci_low"])
+                    else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+        mde = "—" if math.isnan(r["mde"]) else f"{r['mde']:.2f}"
+        lines.append(f"| {r['claim']} | {paper} | {r['ours_difference']:+.2f} {interval} "
+                     f"(n={r['seeds']}) | {mde} | {r['ours_before']:.2f} → "
+                     f"{r['ours_after']:.2f} | {r['verdict']} |")
+    lines += ["", "Paired over seeds (seed s of both sides shares data order and "
+              "initialisation); verdicts on Holm-adjusted p-values at α = 0.05; *detectable*: "
+              "the smallest true difference seen with 80 % power."]
+    if footer:
+        lines += ["", "## Conclusion", "", footer]
+    md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def _number(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return value
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from vipnb.errors import VipnbError
 from vipnb.losses.tree import Hierarchy
 from vipnb.report.header import ReportHeader
-from vipnb.report.plots import _save, _short
+from vipnb.report.plots import _short, save_figure
 
 #: Above this many classes the leaf labels would overlap: draw the tree without them.
 MAX_LABELLED_LEAVES = 200
@@ -102,4 +102,4 @@ def hierarchy_plot(
     for side in ("top", "right", "bottom"):
         axes.spines[side].set_visible(False)
     axes.set_title(title or f"Class hierarchy ({n} classes)")
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)

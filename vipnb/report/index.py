@@ -3,7 +3,9 @@ with the provenance line of that folder's reports. Regenerated after every run."
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,6 +40,9 @@ def _section(name: str, root: Path, files: list[Path]) -> list[str]:
     provenance = _first_header_line(p for p in files if p.suffix == ".md")
     if provenance:
         lines += [provenance, ""]
+    claims = root / name / "claims.csv"
+    if claims.exists():
+        lines += [_claims_summary(claims), ""]
     for path in files:
         link = quote(path.relative_to(root).as_posix())
         lines.append(f"- [{path.relative_to(root).as_posix()}]({link})")
@@ -69,3 +74,11 @@ def _first_header_line(markdown_files) -> str | None:
             if line.startswith(HEADER_PREFIX):
                 return line
     return None
+
+
+def _claims_summary(path: Path) -> str:
+    """'Claims: 2 reproduced, 1 opposite, 9 not detected (of 12)', from a claims.csv."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        verdicts = Counter(row["verdict"] for row in csv.DictReader(stream))
+    counts = ", ".join(f"{verdicts[v]} {v}" for v in ("reproduced", "opposite", "not detected"))
+    return f"**Claims:** {counts} (of {sum(verdicts.values())}; see claims.md)"

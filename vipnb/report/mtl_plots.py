@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from vipnb.report.header import ReportHeader
-from vipnb.report.plots import _save, _short
+from vipnb.report.plots import _short, save_figure
 
 
 def seed_curves_plot(curves: dict[str, Sequence[Sequence[float]]], out_path: str | os.PathLike,
@@ -34,7 +34,7 @@ def seed_curves_plot(curves: dict[str, Sequence[Sequence[float]]], out_path: str
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title(title)
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)
 
 
 def routing_heatmap(routing: dict[str, np.ndarray], classes: Sequence[str],
@@ -50,7 +50,7 @@ def routing_heatmap(routing: dict[str, np.ndarray], classes: Sequence[str],
         ax.set_title(f"{gate} gate", fontsize=9)
     figure.colorbar(image, ax=axes[-1], label="mean gate weight")
     figure.suptitle(title)
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)
 
 
 def boxes_grid(images: np.ndarray, true_boxes: np.ndarray, predicted: np.ndarray | None,
@@ -69,4 +69,4 @@ def boxes_grid(images: np.ndarray, true_boxes: np.ndarray, predicted: np.ndarray
                 ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
                                        edgecolor=colour, linewidth=1.2))
     figure.suptitle(title, fontsize=9)
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)

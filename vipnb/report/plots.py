@@ -52,7 +52,7 @@ def per_class_accuracy_plot(
     else:
         figure = _per_class_distribution(series, threshold)
     figure.suptitle(title or "Per-class accuracy")
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)
 
 
 def confusion_heatmap(
@@ -93,7 +93,7 @@ def confusion_heatmap(
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""))
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)
 
 
 def learning_curves_plot(
@@ -125,7 +125,7 @@ def learning_curves_plot(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title(f"Learning curves: {metric}")
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)
 
 
 def _as_series(per_class: dict[str, np.ndarray] | np.ndarray, n_classes: int) -> dict:
@@ -200,7 +200,7 @@ def _per_class_distribution(series: dict, threshold: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, out_path: str | os.PathLike, header: ReportHeader) -> Path:
+def save_figure(figure: Figure, out_path: str | os.PathLike, header: ReportHeader) -> Path:
     """Add the footer, write the PNG atomically with the header as metadata, free the figure."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,4 +248,4 @@ def image_grid(images, out_path: str | os.PathLike, header: ReportHeader,
                     ax.imshow(np.asarray(image.convert("RGB")))
         row_axes[0].text(-0.1, 0.5, _short(name), transform=row_axes[0].transAxes,
                          ha="right", va="center", fontsize=8)
-    return _save(figure, out_path, header)
+    return save_figure(figure, out_path, header)

@@ -1,10 +1,10 @@
-"""Result tables: the paper's number beside ours (mean ± std over seeds), a plain statement of
-whether a difference is inside the noise, and the hard-classes list. Every file carries its
-report header and is written atomically, so a crash never leaves half a table behind."""
+"""Result tables: the paper's number beside ours (mean ± std over seeds, and how many test
+images were scored), and the hard-classes list. Differences between results are claims with
+paired intervals (vipnb.study.claims, vipnb.report.ablations). Every file is written
+atomically, so a crash never leaves half a table behind."""
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -14,7 +14,6 @@ from pathlib import Path
 from vipnb.atomic import write_text_atomic
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import mean_std
-from vipnb.eval.t_distribution import student_t_two_sided_p
 from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 
@@ -82,45 +81,6 @@ def write_table(
         lines.append("| " + " | ".join(_md_escape(str(cell)) for cell in cells) + " |")
     md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return csv_path, md_path
-
-
-def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict:
-    """Difference of means `mean(a) - mean(b)` in percentage points, with Welch's t-test.
-
-    Returns `difference`, `t`, `df`, `p` (two-sided; None when a side has one seed) and a
-    `verdict` such as `+1.20 pp (p=0.03)` or `+0.30 pp, inside the noise (p=0.41)`.
-    """
-    if not a or not b:
-        raise VipnbError("compare needs at least one value on each side; one of them is empty.")
-    mean_a, std_a, _ = mean_std(a)
-    mean_b, std_b, _ = mean_std(b)
-    difference = mean_a - mean_b
-    result = {"difference": difference, "t": None, "df": None, "p": None}
-    if len(a) < 2 or len(b) < 2:
-        result["verdict"] = f"{difference:+.2f} pp, single run, no spread"
-        return result
-
-    var_a, var_b = std_a**2 / len(a), std_b**2 / len(b)
-    standard_error = math.sqrt(var_a + var_b)
-    if standard_error == 0.0:
-        # Every seed gave the same number on both sides: any difference is exact, none is noise.
-        t, df, p = (0.0, float(len(a) + len(b) - 2), 1.0) if difference == 0 else (
-            math.copysign(math.inf, difference), float(len(a) + len(b) - 2), 0.0)
-    else:
-        t = difference / standard_error
-        # Welch–Satterthwaite degrees of freedom.
-        df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
-        p = student_t_two_sided_p(t, df)
-    result.update(t=t, df=df, p=p)
-    noise = "" if p < alpha else ", inside the noise"
-    result["verdict"] = f"{difference:+.2f} pp{noise} ({format_p(p)})"
-    return result
-
-
-def format_p(p: float) -> str:
-    if p < 0.001:
-        return "p<0.001"
-    return f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
 def write_hard_classes(

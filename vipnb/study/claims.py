@@ -25,19 +25,25 @@ from vipnb.errors import VipnbError
 from vipnb.eval.t_distribution import student_t_two_sided_p, t_quantile
 
 REPRODUCED, OPPOSITE, NOT_DETECTED = "reproduced", "opposite", "not detected"
-CLAIM_COLUMNS = ["claim", "paper_difference", "ours_difference", "ci_low", "ci_high", "mde",
-                 "seeds", "p", "p_holm", "verdict"]
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A step a paper asserts: `after` − `before`, top-1 in percent, one value per seed, the
-    same seeds in the same order on both sides."""
+    """A step a paper asserts, from `before` to `after`: top-1 in percent, the paper's two
+    numbers (None where it gives none) and ours, one value per seed, the same seeds in the
+    same order on both sides."""
 
     name: str
-    paper_difference: float | None
+    paper_before: float | None
+    paper_after: float | None
     before: Sequence[float]
     after: Sequence[float]
+
+    @property
+    def paper_difference(self) -> float | None:
+        if self.paper_before is None or self.paper_after is None:
+            return None
+        return self.paper_after - self.paper_before
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,15 @@ def verdict(paper_difference: float | None, ours: float, p: float, alpha: float 
 
 
 def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
-    """One row per claim (CLAIM_COLUMNS), verdicts on Holm-adjusted p over all of `claims`."""
+    """One row per claim: the paper's difference, our paired difference with its interval, the
+    detectable effect, the means of both sides and the verdict on Holm-adjusted p over all of
+    `claims` (pass a notebook's claims together)."""
     results = [paired_difference(c.before, c.after, alpha) for c in claims]
     adjusted = holm([r.p for r in results])
     return [{"claim": c.name, "paper_difference": c.paper_difference,
              "ours_difference": r.mean, "ci_low": r.low, "ci_high": r.high, "mde": r.mde,
              "seeds": r.seeds, "p": r.p, "p_holm": p_holm,
-             "verdict": verdict(c.paper_difference, r.mean, p_holm, alpha)}
+             "verdict": verdict(c.paper_difference, r.mean, p_holm, alpha),
+             "ours_before": sum(c.before) / len(c.before),
+             "ours_after": sum(c.after) / len(c.after)}
             for c, r, p_holm in zip(claims, results, adjusted, strict=True)]

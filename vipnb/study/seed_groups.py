@@ -26,9 +26,17 @@ class SeedGroup:
     def classes(self) -> list[str]:
         return self.runs[0].logits("test").classes
 
-    def top1(self, split: str = "test") -> list[float]:
-        """Top-1 of each seed, in percent."""
-        return [100 * run.logits(split).top1 for run in self.runs]
+    def top1(self, split: str = "test", ids: list[str] | None = None) -> list[float]:
+        """Top-1 of each seed, in percent; with `ids`, on those images only (to compare with
+        runs scored on fewer test images)."""
+        if ids is None:
+            return [100 * run.logits(split).top1 for run in self.runs]
+        scores = []
+        for run in self.runs:
+            logits = run.logits(split)
+            keep = np.isin(logits.ids, ids) & (logits.labels >= 0)
+            scores.append(100 * top1(logits.logits[keep], logits.labels[keep]))
+        return scores
 
     def ensemble_top1(self, split: str = "test") -> float:
         """Top-1 (percent) of the seeds' averaged softmax scores, from the saved logits."""
