@@ -331,7 +331,7 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # Every step measured above is one of the paper's claims, and so is each final result against
 # notebook 00's plain ResNet-18 (the same data and seeds, scored on the same test images) and
 # the ensemble against the best single model. Each reads as the paired difference over seeds
-# (seed s of both sides shares its data order and initialisation) with its 95 % interval and
+# (seed s of both sides draws the same data order, and the same initialisation where both build the same network) with its 95 % interval and
 # the smallest effect these seeds could have detected; verdicts use Holm's correction over all
 # of this notebook's claims. The conclusion under the table is written from the table alone.
 

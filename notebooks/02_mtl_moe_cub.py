@@ -295,7 +295,7 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # ## 11 · The poster's claims, and what this run can say about them
 #
 # Every step measured above is one of the paper's claims. Each reads as the paired difference
-# over seeds (seed s of both sides shares its data order and initialisation) with its 95 %
+# over seeds (seed s of both sides draws the same data order, and the same initialisation where both build the same network) with its 95 %
 # interval and the smallest effect these seeds could have detected; verdicts use Holm's
 # correction over all of this notebook's claims. The conclusion under the table is written from
 # the table alone.

@@ -99,9 +99,10 @@ def _write_table(rows: Sequence[dict], out_dir: Path, stem: str, header: ReportH
         lines.append(f"| {r['claim']} | {paper} | {r['ours_difference']:+.2f} {interval} "
                      f"(n={r['seeds']}) | {mde} | {r['ours_before']:.2f} → "
                      f"{r['ours_after']:.2f} | {r['verdict']} |")
-    lines += ["", "Paired over seeds (seed s of both sides shares data order and "
-              "initialisation); verdicts on Holm-adjusted p-values at α = 0.05; *detectable*: "
-              "the smallest true difference seen with 80 % power."]
+    lines += ["", "Paired over seeds: seed s of both sides draws the same data order and "
+              "augmentation, and the same initialisation where both sides build the same "
+              "network (not across architectures). Verdicts on Holm-adjusted p-values at "
+              "α = 0.05; *detectable*: the smallest true difference seen with 80 % power."]
     if footer:
         lines += ["", "## Conclusion", "", footer]
     md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
