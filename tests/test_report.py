@@ -178,8 +178,9 @@ def test_claims_tables_forest_and_conclusion_come_from_the_assessed_claims(tmp_p
     text = md_path.read_text()
     assert "one seed: no interval" in text and "inside the noise" not in text
     conclusion = claims_conclusion(rows)
-    assert conclusion.startswith("Of the 4 claims tested here, 1 are reproduced")
-    assert "1 go the opposite way and 2 are not detected" in conclusion
+    assert conclusion.startswith("Claims tested here: 4. Reproduced (same sign, significant "
+                                 "after Holm's correction): 1; the opposite way: 1; not "
+                                 "detected: 2.")
     assert "Opposite: +D." in conclusion and conclusion in text
     assert forest.stat().st_size > 1000
 

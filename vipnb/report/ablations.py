@@ -46,9 +46,9 @@ def claims_conclusion(rows: Sequence[dict]) -> str:
     """The conclusion's sentences, from the assessed claims alone (no number typed by hand)."""
     counts = Counter(row["verdict"] for row in rows)
     with_interval = [r for r in rows if not math.isnan(r["mde"])]
-    lines = [f"Of the {len(rows)} claims tested here, {counts['reproduced']} are reproduced "
-             f"(same sign, significant after Holm's correction), {counts['opposite']} go the "
-             f"opposite way and {counts['not detected']} are not detected."]
+    lines = [f"Claims tested here: {len(rows)}. Reproduced (same sign, significant after "
+             f"Holm's correction): {counts['reproduced']}; the opposite way: "
+             f"{counts['opposite']}; not detected: {counts['not detected']}."]
     if with_interval:
         mde = sorted(r["mde"] for r in with_interval)
         lines.append(f"With these seeds, the smallest true difference each claim could have "
