@@ -225,3 +225,12 @@ def test_the_index_counts_each_notebooks_verdicts(tmp_path, header):
     write_claims(rows, tmp_path / "01_moe", header, title="01")
     index = write_index(tmp_path).read_text()
     assert "**Claims:** 1 reproduced, 0 opposite, 1 not detected (of 2" in index
+
+
+def test_runs_table_adds_the_runs_a_run_started_from(tmp_path, tiny_tree, header):
+    teacher_file = write_recipe_file(tmp_path, "teacher", tiny_tree)
+    student_file = write_recipe_file(tmp_path, "student", tiny_tree, teacher=str(teacher_file))
+    student = train(load_recipe(student_file, "smoke"), runs_root=tmp_path / "runs",
+                    progress=False)
+    csv_path, _ = write_runs_table(tmp_path / "out", header, [student])
+    assert sorted(pd.read_csv(csv_path)["recipe"]) == ["student", "teacher"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from vipnb.atomic import write_text_atomic
-from vipnb.engine.recipe import load_recipe
+from vipnb.engine.recipe import DEPENDENCY_KEYS, load_recipe
 from vipnb.engine.rundir import RunDir, runs_read
 from vipnb.errors import VipnbError
 from vipnb.report.csv_file import write_csv
@@ -52,6 +52,25 @@ def recipe_overrides(recipe: dict) -> dict | None:
             if key not in _NOT_OVERRIDES and defaults.get(key) != value}
 
 
+def with_dependencies(runs: list[RunDir]) -> list[RunDir]:
+    """`runs` and every run they started from (teacher, init_from, hierarchy_from), each once:
+    the same list whether those were trained in this process or found finished."""
+    found: dict[str, RunDir] = {}
+
+    def visit(run: RunDir) -> None:
+        if run.path.name in found:
+            return
+        found[run.path.name] = run
+        recipe = run.recipe
+        for key in DEPENDENCY_KEYS:
+            if getattr(recipe, key):
+                visit(RunDir(run.path.parent / recipe.dependency(key).run_name))
+
+    for run in runs:
+        visit(run)
+    return list(found.values())
+
+
 def recomputed_run_name(row: dict) -> str:
     """The name this checkout gives the run of a `runs.csv` row."""
     overrides = json.loads(row["overrides"]) if row["overrides"] else {}
@@ -61,8 +80,10 @@ def recomputed_run_name(row: dict) -> str:
 
 def write_runs_table(out_dir: str | os.PathLike, header: ReportHeader,
                      runs: list[RunDir] | None = None) -> tuple[Path, Path]:
-    """`runs.csv` and `runs.md` of `runs` (default: every run this process read logits of)."""
-    rows = [run_row(run) for run in (runs if runs is not None else runs_read())]
+    """`runs.csv` and `runs.md` of `runs` (default: every run this process read logits of) and
+    of the runs they started from."""
+    chosen = runs if runs is not None else runs_read()
+    rows = [run_row(run) for run in with_dependencies(chosen)]
     rows.sort(key=lambda row: (row["recipe"], int(row["seed"])))
     csv_path = write_csv(Path(out_dir) / "runs.csv", RUN_COLUMNS, rows)
     lines = ["# Runs behind these reports", "", header.as_markdown(),
