@@ -404,7 +404,7 @@ display(Markdown(claims_md.read_text()))
 # %% [markdown]
 # ## The runs behind these reports
 #
-# `runs.csv` lists every run whose logits made a number above: the recipe, profile, seed and
+# `runs.csv` lists every run behind a number above, and the runs those started from: the recipe, profile, seed and
 # overrides that name it, its validation top-1 (what selects models), its test top-1 (one
 # value per seed), epochs and wall time.
 

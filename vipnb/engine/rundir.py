@@ -45,12 +45,13 @@ class SplitLogits:
         return top1(logits, labels) if len(labels) else float("nan")
 
 
-# Every run whose logits this process has read: the runs a notebook's reports were made from.
+# Every run whose logits or metrics this process has read: the runs a notebook's reports were
+# made from.
 _RUNS_READ: dict[str, Path] = {}
 
 
 def runs_read() -> list[RunDir]:
-    """The runs whose logits this process has read, in the order first read."""
+    """The runs whose logits or metrics this process has read, in the order first read."""
     return [RunDir(path) for path in _RUNS_READ.values()]
 
 
@@ -97,6 +98,7 @@ class RunDir:
                           f"{self.path} and train the run again")
 
     def metrics(self) -> list[dict]:
+        _RUNS_READ.setdefault(self.path.name, self.path)
         return self._read_metrics()[0]
 
     def _read_metrics(self) -> tuple[list[dict], bool]:

@@ -80,8 +80,8 @@ def recomputed_run_name(row: dict) -> str:
 
 def write_runs_table(out_dir: str | os.PathLike, header: ReportHeader,
                      runs: list[RunDir] | None = None) -> tuple[Path, Path]:
-    """`runs.csv` and `runs.md` of `runs` (default: every run this process read logits of) and
-    of the runs they started from."""
+    """`runs.csv` and `runs.md` of `runs` (default: every run this process read logits or
+    metrics of) and of the runs they started from."""
     chosen = runs if runs is not None else runs_read()
     rows = [run_row(run) for run in with_dependencies(chosen)]
     rows.sort(key=lambda row: (row["recipe"], int(row["seed"])))
