@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_file(path) as stream:
         stream.write(text)
     return Path(path)
+
+
+def replace_folder(target: str | os.PathLike, new: str | os.PathLike) -> None:
+    """Put the finished folder `new` in `target`'s place by renames: an earlier `target` is
+    moved aside (`.NAME.replaced-PID-…`, beside it) and deleted, so `target` never holds a
+    mix of old and new files."""
+    target, new = Path(target), Path(new)
+    if not target.exists():
+        os.rename(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(dir=target.parent,
+                                  prefix=f".{target.name}.replaced-{os.getpid()}-"))
+    os.rename(target, aside)  # over the empty folder mkdtemp made
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def process_alive(pid: int) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vipnb import paths
+from vipnb.atomic import process_alive, replace_folder
 from vipnb.errors import VipnbError
 
 PROVENANCE = "provenance.json"
@@ -188,7 +189,7 @@ def _swap_in(staging: Path, destination: Path, previous: list[str]) -> list[Path
     files the previous run did not list (nobody's but the user's); return the files of
     `previous` that the new report no longer has (they go with the old folder)."""
     if not destination.exists():
-        os.rename(staging, destination)
+        replace_folder(destination, staging)
         return []
     new = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
     kept = [p for p in destination.rglob("*") if p.is_file()
@@ -202,10 +203,7 @@ def _swap_in(staging: Path, destination: Path, previous: list[str]) -> list[Path
             shutil.copy2(path, target)
     stale = [destination / name for name in previous
              if name not in new and (destination / name).is_file()]
-    old = staging.with_name(staging.name.replace(".running-", ".replaced-", 1))
-    os.rename(destination, old)
-    os.rename(staging, destination)
-    shutil.rmtree(old)
+    replace_folder(destination, staging)
     return stale
 
 
@@ -215,8 +213,6 @@ def _inside(folder: Path, name: str) -> bool:
 
 def _remove_dead_stagings(destination: Path) -> None:
     """Staging folders of runs killed outright (SIGKILL, power loss) beside `destination`."""
-    from vipnb.atomic import process_alive
-
     pattern = re.compile(rf"\.{re.escape(destination.name)}\.(running|replaced)-(\d+)-")
     for folder in destination.parent.glob(f".{destination.name}.*"):
         match = pattern.match(folder.name)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vipnb.atomic import replace_folder
 from vipnb.data.build_folder import check_build_folder
 from vipnb.data.fashion50 import CLASS_NAMES, FashionMnist, find_fashion_mnist, load_fashion_mnist
 from vipnb.errors import VipnbError
@@ -73,7 +74,7 @@ def build_fashion_boxes(out: str | Path, canvas: int = 64, train_per_class: int 
         record = {**settings, "source": data.source, "labels_sha256": digest.hexdigest(),
                   "counts": counts}
         (work / STAMP).write_text(json.dumps(record, indent=1))
-        _swap_in(work, out)
+        replace_folder(out, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -181,14 +182,3 @@ def _other(rng: np.random.Generator, n: int, index: int) -> int:
     """A random image index other than `index`."""
     pick = int(rng.integers(n - 1))
     return pick + 1 if pick >= index else pick
-
-
-def _swap_in(work: Path, out: Path) -> None:
-    """Rename the finished `work` to `out`, moving an earlier `out` aside and deleting it."""
-    if not out.exists():
-        os.rename(work, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-    os.rename(out, old)  # over the empty folder mkdtemp made
-    os.rename(work, out)
-    shutil.rmtree(old, ignore_errors=True)
