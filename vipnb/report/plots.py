@@ -9,7 +9,6 @@ Notebooks show the result with `IPython.display.Image(path)`.
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from vipnb.atomic import atomic_file
 from vipnb.errors import VipnbError
 from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
@@ -203,22 +203,15 @@ def _per_class_distribution(series: dict, threshold: float) -> Figure:
 def save_figure(figure: Figure, out_path: str | os.PathLike, header: ReportHeader) -> Path:
     """Add the footer, write the PNG atomically with the header as metadata, free the figure."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     footer = textwrap.fill(header.as_footer(), width=int(figure.get_figwidth() * 16))
     figure.text(0.01, 0.005, footer, fontsize=6, color="0.4", va="bottom", ha="left")
     figure.tight_layout(rect=(0.0, 0.04 + 0.015 * footer.count("\n"), 1.0, 1.0))
     metadata = {"Software": f"vipnb {header.vipnb_version}", "Comment": header.as_text()}
     metadata.update({key: str(value) for key, value in header.as_dict().items()
                      if key != "extra"})
-    handle, temporary = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.",
-                                         suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png", dpi=120, metadata=metadata)
-        os.replace(temporary, out_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with atomic_file(out_path, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=120, metadata=metadata)
     finally:
         figure.clear()
     return out_path
