@@ -37,8 +37,8 @@ def data_fingerprint(recipe) -> str:
         return NO_DATA
     marker = root / ".complete"
     if not marker.exists():  # nothing tells when such a folder changes: scan it every time
-        return _content_digest.__wrapped__(str(root.resolve()), 0)
-    return _content_digest(str(root.resolve()), marker.stat().st_mtime_ns)
+        return _content_digest(str(root.resolve()))
+    return _cached_digest(str(root.resolve()), marker.stat().st_mtime_ns)
 
 
 def _data_root(recipe) -> Path:
@@ -52,12 +52,15 @@ def _data_root(recipe) -> Path:
 
 
 @lru_cache(maxsize=64)
-def _content_digest(root: str, stamp: int) -> str:
-    """sha256 over the sorted relative paths of every data file under `root`, and the bytes
-    of its text files.
+def _cached_digest(root: str, stamp: int) -> str:
+    """`_content_digest`, kept per completion-marker time `stamp`: a rebuilt dataset is
+    scanned again."""
+    return _content_digest(root)
 
-    `stamp` (the builder's completion marker's modification time) is part of the cache key
-    only: a rebuilt dataset is scanned again."""
+
+def _content_digest(root: str) -> str:
+    """sha256 over the sorted relative paths of every data file under `root`, and the bytes
+    of its text files."""
     digest = hashlib.sha256()
     for relative in sorted(_data_files(root)):
         digest.update(f"{relative}\n".encode())
