@@ -10,7 +10,7 @@ import torch
 
 from vipnb import paths
 from vipnb.data.sources import load_run_data
-from vipnb.engine.distributed import init_distributed
+from vipnb.engine.distributed import DistInfo, init_distributed
 from vipnb.engine.moco_stage import MocoTrainer
 from vipnb.engine.mtl_trainer import train_mtl
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
@@ -32,28 +32,27 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
     starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
                    for key in DEPENDENCY_KEYS if getattr(recipe, key)}
-    if recipe.architecture == "mtl_moe":  # box targets and two heads: a loop of its own
-        default = "cuda" if torch.cuda.is_available() else "cpu"
-        with training_claim(run) as unfinished:
-            if not unfinished:  # another process finished it meanwhile
-                return run
-            if not resume:
-                run.checkpoint_file.unlink(missing_ok=True)
-            return train_mtl(recipe, run, starts_from, torch.device(device or default), progress)
-    dist_info, default_device = init_distributed()
+    mtl = recipe.architecture == "mtl_moe"  # box targets and two heads: a loop of its own
+    if mtl:  # one process
+        dist_info = DistInfo()
+        default_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dist_info, default_device = init_distributed()
+    device = torch.device(device) if device else default_device
     # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
     with training_claim(run, dist_info, default_device) as unfinished:
         if not unfinished:  # another process finished it meanwhile
             return run
+        if dist_info.is_main and not resume:
+            run.checkpoint_file.unlink(missing_ok=True)
+        if mtl:
+            return train_mtl(recipe, run, starts_from, device, progress)
         if dist_info.is_main:
-            if not resume:
-                run.checkpoint_file.unlink(missing_ok=True)
             run.write_recipe(recipe)
             data = load_run_data(recipe)  # the main process builds data and caches first
         dist_info.barrier()
         if not dist_info.is_main:
             data = load_run_data(recipe)
         configure_determinism(recipe)
-        device = torch.device(device) if device else default_device
         trainer = MocoTrainer if recipe.stage == "moco" else Trainer
         return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
