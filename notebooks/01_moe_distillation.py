@@ -63,7 +63,7 @@ from vipnb.report.group_reports import write_ensemble_reports
 from vipnb.report.header import make_header
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
-from vipnb.study.claims import Claim, assess
+from vipnb.study.claims import Claim, assess, final_claims
 from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
@@ -338,12 +338,8 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # %%
 baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides)["baseline_resnet"]
 test_ids = groups[best].runs[0].logits("test").ids  # the images these rows were scored on
-finals = [Claim("best single model vs notebook 00's plain ResNet", 26.39, 74.03,
-                baseline.top1("test", test_ids), groups[best].top1("test")),
-          Claim("ensemble vs notebook 00's plain ResNet", 26.39, 75.46,
-                baseline.top1("test", test_ids), ensemble_top1),
-          Claim("ensemble vs best single model", 74.03, 75.46, groups[best].top1("test"),
-                ensemble_top1)]
+finals = final_claims(baseline.top1("test", test_ids), groups[best].top1("test"),
+                      ensemble_top1, paper_baseline=26.39, paper_best=74.03, paper_ensemble=75.46)
 claims = assess([*ablations, *finals])
 _, claims_md, forest = write_claims(claims, out_dir, header, title="01 · The paper's claims")
 display(Image(str(forest)))

@@ -70,7 +70,7 @@ from vipnb.report.hierarchy_plot import hierarchy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
-from vipnb.study.claims import Claim, assess
+from vipnb.study.claims import Claim, assess, final_claims
 from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
@@ -439,12 +439,8 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # %%
 baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides)["baseline_resnet"]
 test_ids = groups[best].runs[0].logits("test").ids  # the images these rows were scored on
-finals = [Claim("best single model vs notebook 00's plain ResNet", 26.39, 69.59,
-                baseline.top1("test", test_ids), groups[best].top1("test")),
-          Claim("ensemble vs notebook 00's plain ResNet", 26.39, 73.08,
-                baseline.top1("test", test_ids), ensemble_top1),
-          Claim("ensemble vs best single model", 69.59, 73.08, groups[best].top1("test"),
-                ensemble_top1)]
+finals = final_claims(baseline.top1("test", test_ids), groups[best].top1("test"),
+                      ensemble_top1, paper_baseline=26.39, paper_best=69.59, paper_ensemble=73.08)
 claims = assess([*ablations, *finals])
 _, claims_md, forest = write_claims(claims, out_dir, header, title="03 · The paper's claims")
 display(Image(str(forest)))

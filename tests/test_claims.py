@@ -15,6 +15,7 @@ from vipnb.study.claims import (
     REPRODUCED,
     Claim,
     assess,
+    final_claims,
     holm,
     paired_difference,
     verdict,
@@ -87,3 +88,13 @@ def test_holm_turns_a_lone_significant_claim_among_many_into_not_detected():
 def test_a_claim_without_the_papers_numbers_has_no_paper_difference():
     assert Claim("step", None, 71.0, [1.0], [2.0]).paper_difference is None
     assert Claim("step", 70.0, 71.5, [1.0], [2.0]).paper_difference == pytest.approx(1.5)
+
+
+def test_final_claims_pair_the_finals_with_the_baseline_and_each_other():
+    finals = final_claims([80.0, 81.0], [70.0, 71.0], [72.0, 72.5], paper_baseline=26.39,
+                          paper_best=74.03, paper_ensemble=75.46)
+    assert [c.name for c in finals] == ["best single model vs notebook 00's plain ResNet",
+                                        "ensemble vs notebook 00's plain ResNet",
+                                        "ensemble vs best single model"]
+    assert [c.paper_difference for c in finals] == pytest.approx([47.64, 49.07, 1.43])
+    assert finals[2].before == [70.0, 71.0] and finals[2].after == [72.0, 72.5]

@@ -98,6 +98,18 @@ def verdict(paper_difference: float | None, ours: float, p: float, alpha: float 
     return REPRODUCED if (ours > 0) == (paper_difference > 0) else OPPOSITE
 
 
+def final_claims(baseline: Sequence[float], best: Sequence[float], ensemble: Sequence[float],
+                 paper_baseline: float, paper_best: float, paper_ensemble: float,
+                 baseline_name: str = "notebook 00's plain ResNet") -> list[Claim]:
+    """A notebook's finals as claims (top-1 per seed): the best single model and the ensemble
+    against the plain baseline, and the ensemble against the best single model."""
+    return [Claim(f"best single model vs {baseline_name}", paper_baseline, paper_best,
+                  baseline, best),
+            Claim(f"ensemble vs {baseline_name}", paper_baseline, paper_ensemble, baseline,
+                  ensemble),
+            Claim("ensemble vs best single model", paper_best, paper_ensemble, best, ensemble)]
+
+
 def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
     """One row per claim: the paper's difference, our paired difference with its interval, the
     detectable effect, the means of both sides and the verdict on Holm-adjusted p over all of
