@@ -14,8 +14,9 @@ from vipnb.study.claims import (
     OPPOSITE,
     REPRODUCED,
     Claim,
+    Result,
+    against_baselines,
     assess,
-    final_claims,
     holm,
     paired_difference,
     verdict,
@@ -90,11 +91,44 @@ def test_a_claim_without_the_papers_numbers_has_no_paper_difference():
     assert Claim("step", 70.0, 71.5, [1.0], [2.0]).paper_difference == pytest.approx(1.5)
 
 
-def test_final_claims_pair_the_finals_with_the_baseline_and_each_other():
-    finals = final_claims([80.0, 81.0], [70.0, 71.0], [72.0, 72.5], paper_baseline=26.39,
-                          paper_best=74.03, paper_ensemble=75.46)
-    assert [c.name for c in finals] == ["best single model vs notebook 00's plain ResNet",
-                                        "ensemble vs notebook 00's plain ResNet",
-                                        "ensemble vs best single model"]
-    assert [c.paper_difference for c in finals] == pytest.approx([47.64, 49.07, 1.43])
-    assert finals[2].before == [70.0, 71.0] and finals[2].after == [72.0, 72.5]
+def test_a_direction_in_words_counts_where_the_paper_gives_no_numbers():
+    faster = Claim("transfer learns faster", None, None, [30.0, 31.0, 32.0], [55.0, 56.5, 57.0],
+                   paper_sign=+1)
+    harms = Claim("freezing harms", None, None, [30.0, 31.0, 32.0], [55.0, 56.5, 57.0],
+                  paper_sign=-1)
+    silent = Claim("no direction", None, None, [30.0, 31.0, 32.0], [55.0, 56.5, 57.0])
+    rows = assess([faster, harms, silent])
+    assert [r["paper_direction"] for r in rows] == [1, -1, None]
+    assert [r["verdict"] for r in rows] == [REPRODUCED, OPPOSITE, NOT_DETECTED]
+    assert rows[0]["paper_difference"] is None
+
+
+def test_the_papers_numbers_outrank_its_words():
+    claim = Claim("step", 70.0, 69.0, [1.0], [2.0], paper_sign=+1)
+    assert claim.paper_direction == -1
+
+
+def test_a_paper_sign_other_than_plus_or_minus_one_is_refused():
+    with pytest.raises(VipnbError, match="paper_sign"):
+        Claim("step", None, None, [1.0], [2.0], paper_sign=2)
+
+
+def test_every_final_is_a_claim_against_every_baseline():
+    finals = [Result("best single model", 74.03, [70.0, 71.0], 2000),
+              Result("ensemble", 75.46, [72.0, 72.5], 2000)]
+    baselines = [Result("matched ResNeSt", None, [68.0, 69.0], 2000),
+                 Result("notebook 00's ResNet", 26.39, [80.0, 81.0], 2000)]
+    claims = against_baselines(finals, baselines)
+    assert [c.name for c in claims] == [
+        "best single model vs matched ResNeSt", "ensemble vs matched ResNeSt",
+        "best single model vs notebook 00's ResNet", "ensemble vs notebook 00's ResNet"]
+    assert [c.paper_difference for c in claims[2:]] == pytest.approx([47.64, 49.07])
+    assert [c.paper_direction for c in claims] == [1, 1, 1, 1]
+    assert claims[1].before == [68.0, 69.0] and claims[1].after == [72.0, 72.5]
+    assert {c.test_images for c in claims} == {2000}
+
+
+def test_a_baseline_scored_on_other_images_is_refused():
+    with pytest.raises(VipnbError, match="same images"):
+        against_baselines([Result("ensemble", 75.46, [72.0], 2000)],
+                          [Result("notebook 00's ResNet", 26.39, [80.0], 10000)])

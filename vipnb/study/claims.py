@@ -31,19 +31,62 @@ REPRODUCED, OPPOSITE, NOT_DETECTED = "reproduced", "opposite", "not detected"
 class Claim:
     """A step a paper asserts, from `before` to `after`: top-1 in percent, the paper's two
     numbers (None where it gives none) and ours, one value per seed, the same seeds in the
-    same order on both sides."""
+    same order on both sides, scored on `test_images` test images. `paper_sign` (+1 or -1) is
+    the direction the paper asserts in words or a figure where it gives no numbers for both
+    sides."""
 
     name: str
     paper_before: float | None
     paper_after: float | None
     before: Sequence[float]
     after: Sequence[float]
+    paper_sign: int | None = None
+    test_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.paper_sign not in (None, 1, -1):
+            raise VipnbError(f"claim {self.name!r}: paper_sign is {self.paper_sign!r}; give +1, "
+                             "-1 or None")
 
     @property
     def paper_difference(self) -> float | None:
         if self.paper_before is None or self.paper_after is None:
             return None
         return self.paper_after - self.paper_before
+
+    @property
+    def paper_direction(self) -> int | None:
+        """+1 or -1: the sign the paper asserts, from its numbers or else its words."""
+        difference = self.paper_difference
+        if difference is None or difference == 0:
+            return self.paper_sign
+        return 1 if difference > 0 else -1
+
+
+@dataclass(frozen=True)
+class Result:
+    """A final result or a baseline: top-1 in percent, the paper's (None where it has none)
+    and ours, one value per seed, scored on `test_images` test images."""
+
+    name: str
+    paper: float | None
+    ours: Sequence[float]
+    test_images: int | None = None
+
+
+def against_baselines(finals: Sequence[Result], baselines: Sequence[Result]) -> list[Claim]:
+    """Every final result against every baseline, as claims: a paper that proposes a method
+    asserts that it beats the plain model (+1 where the paper has no number for a side). A
+    baseline must be scored on the final's test images."""
+    for final in finals:
+        for baseline in baselines:
+            if final.test_images != baseline.test_images:
+                raise VipnbError(f"{final.name!r} was scored on {final.test_images} test images "
+                                 f"and {baseline.name!r} on {baseline.test_images}: score the "
+                                 "baseline on the same images (SeedGroup.top1(split, ids))")
+    return [Claim(f"{final.name} vs {baseline.name}", baseline.paper, final.paper,
+                  baseline.ours, final.ours, paper_sign=1, test_images=final.test_images)
+            for baseline in baselines for final in finals]
 
 
 @dataclass(frozen=True)
@@ -90,24 +133,12 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def verdict(paper_difference: float | None, ours: float, p: float, alpha: float = 0.05) -> str:
+def verdict(paper_direction: float | None, ours: float, p: float, alpha: float = 0.05) -> str:
     """*reproduced* (same sign, significant), *opposite* (significant, other sign) or *not
-    detected* (not significant, one seed, or a paper without a number to compare)."""
-    if math.isnan(p) or p >= alpha or paper_difference is None or paper_difference == 0:
+    detected* (not significant, one seed, or a paper that asserts no direction)."""
+    if math.isnan(p) or p >= alpha or paper_direction is None or paper_direction == 0:
         return NOT_DETECTED
-    return REPRODUCED if (ours > 0) == (paper_difference > 0) else OPPOSITE
-
-
-def final_claims(baseline: Sequence[float], best: Sequence[float], ensemble: Sequence[float],
-                 paper_baseline: float, paper_best: float, paper_ensemble: float,
-                 baseline_name: str = "notebook 00's plain ResNet") -> list[Claim]:
-    """A notebook's finals as claims (top-1 per seed): the best single model and the ensemble
-    against the plain baseline, and the ensemble against the best single model."""
-    return [Claim(f"best single model vs {baseline_name}", paper_baseline, paper_best,
-                  baseline, best),
-            Claim(f"ensemble vs {baseline_name}", paper_baseline, paper_ensemble, baseline,
-                  ensemble),
-            Claim("ensemble vs best single model", paper_best, paper_ensemble, best, ensemble)]
+    return REPRODUCED if (ours > 0) == (paper_direction > 0) else OPPOSITE
 
 
 def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
@@ -117,9 +148,9 @@ def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
     results = [paired_difference(c.before, c.after, alpha) for c in claims]
     adjusted = holm([r.p for r in results])
     return [{"claim": c.name, "paper_difference": c.paper_difference,
-             "ours_difference": r.mean, "ci_low": r.low, "ci_high": r.high, "mde": r.mde,
+             "paper_direction": c.paper_direction, "ours_difference": r.mean, "ci_low": r.low, "ci_high": r.high, "mde": r.mde,
              "seeds": r.seeds, "p": r.p, "p_holm": p_holm,
-             "verdict": verdict(c.paper_difference, r.mean, p_holm, alpha),
+             "verdict": verdict(c.paper_direction, r.mean, p_holm, alpha),
              "ours_before": sum(c.before) / len(c.before),
-             "ours_after": sum(c.after) / len(c.after)}
+             "ours_after": sum(c.after) / len(c.after), "test_images": c.test_images}
             for c, r, p_holm in zip(claims, results, adjusted, strict=True)]
