@@ -19,8 +19,9 @@ from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 from vipnb.report.plots import save_figure
 
-CLAIM_COLUMNS = ["claim", "paper_difference", "ours_difference", "ci_low", "ci_high", "mde",
-                 "seeds", "p", "p_holm", "verdict", "ours_before", "ours_after"]
+CLAIM_COLUMNS = ["claim", "paper_difference", "paper_direction", "ours_difference", "ci_low",
+                 "ci_high", "mde", "seeds", "p", "p_holm", "verdict", "ours_before",
+                 "ours_after", "test_images"]
 VERDICT_ORDER = ("reproduced", "opposite", "not detected")
 
 
@@ -90,23 +91,33 @@ def _write_table(rows: Sequence[dict], out_dir: Path, stem: str, header: ReportH
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(),
               "| claim | paper (pp) | ours (pp, paired, 95 % interval) | detectable (pp) | "
-              "ours before → after (%) | verdict |", "| --- | ---: | --- | ---: | --- | --- |"]
+              "ours before → after (%) | test images | verdict |",
+              "| --- | ---: | --- | ---: | --- | ---: | --- |"]
     for r in rows:
-        paper = "—" if r["paper_difference"] is None else f"{r['paper_difference']:+.2f}"
+        paper = _paper_difference_cell(r)
+        images = "—" if r["test_images"] is None else f"{r['test_images']:,}"
         interval = ("one seed: no interval" if math.isnan(r["ci_low"])
                     else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
         mde = "—" if math.isnan(r["mde"]) else f"{r['mde']:.2f}"
         lines.append(f"| {r['claim']} | {paper} | {r['ours_difference']:+.2f} {interval} "
                      f"(n={r['seeds']}) | {mde} | {r['ours_before']:.2f} → "
-                     f"{r['ours_after']:.2f} | {r['verdict']} |")
+                     f"{r['ours_after']:.2f} | {images} | {r['verdict']} |")
     lines += ["", "Paired over seeds: seed s of both sides draws the same data order and "
               "augmentation, and the same initialisation where both sides build the same "
               "network (not across architectures). Verdicts on Holm-adjusted p-values at "
-              "α = 0.05; *detectable*: the smallest true difference seen with 80 % power."]
+              "α = 0.05; *detectable*: the smallest true difference seen with 80 % power. "
+              "A paper column of \"+\" or \"−\" is a direction the paper states in words or "
+              "shows in a figure without numbers for both sides."]
     if footer:
         lines += ["", "## Conclusion", "", footer]
     md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def _paper_difference_cell(row: dict) -> str:
+    if row["paper_difference"] is not None:
+        return f"{row['paper_difference']:+.2f}"
+    return {1: "+", -1: "−"}.get(row["paper_direction"], "—")
 
 
 def _number(value: object) -> object:

@@ -18,15 +18,16 @@ from vipnb.report.csv_file import write_csv
 from vipnb.report.header import ReportHeader
 
 RESULT_COLUMNS = [
-    "experiment", "paper_top1", "ours_mean", "ours_std", "seeds", "profile", "note",
-    "paper_source",
+    "experiment", "paper_top1", "ours_mean", "ours_std", "seeds", "test_images", "profile",
+    "note", "paper_source",
 ]
 HARD_CLASS_COLUMNS = ["rank", "class_index", "class_name", "accuracy", "below_threshold"]
 
 
 @dataclass
 class ResultRow:
-    """One row of a paper's table: top-1 in percent, `ours` holds one value per seed."""
+    """One row of a paper's table: top-1 in percent, `ours` holds one value per seed, each
+    scored on `test_images` test images (None: a row with no result)."""
 
     name: str
     paper: float | None
@@ -34,6 +35,12 @@ class ResultRow:
     profile: str = ""
     note: str = ""
     paper_source: str = ""
+    test_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ours and self.test_images is None:
+            raise VipnbError(f"result row {self.name!r} has scores but no `test_images`: say "
+                             "how many test images each seed was scored on")
 
 
 def results_table(rows: Sequence[ResultRow]) -> list[dict]:
@@ -47,6 +54,7 @@ def results_table(rows: Sequence[ResultRow]) -> list[dict]:
             "ours_mean": mean,
             "ours_std": std,
             "seeds": len(row.ours),
+            "test_images": row.test_images,
             "profile": row.profile,
             "note": row.note,
             "paper_source": row.paper_source,
@@ -73,11 +81,13 @@ def write_table(
     csv_path = write_csv(out_dir / f"{stem}.csv", RESULT_COLUMNS, cells)
 
     lines = [f"# {title}", ""] if title else []
-    lines += [header.as_markdown(), "| experiment | paper top-1 (%) | ours top-1 (%) | profile | note |",
-              "| --- | ---: | ---: | --- | --- |"]
+    lines += [header.as_markdown(),
+              "| experiment | paper top-1 (%) | ours top-1 (%) | test images | profile | note |",
+              "| --- | ---: | ---: | ---: | --- | --- |"]
     for entry in table:
-        cells = [entry["experiment"], _paper_cell(entry), _ours_cell(entry), entry["profile"],
-                 entry["note"]]
+        images = "—" if entry["test_images"] is None else f"{entry['test_images']:,}"
+        cells = [entry["experiment"], _paper_cell(entry), _ours_cell(entry), images,
+                 entry["profile"], entry["note"]]
         lines.append("| " + " | ".join(_md_escape(str(cell)) for cell in cells) + " |")
     md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     return csv_path, md_path

@@ -38,6 +38,14 @@ class SeedGroup:
             scores.append(100 * top1(logits.logits[keep], logits.labels[keep]))
         return scores
 
+    def scored_images(self, split: str = "test", ids: list[str] | None = None) -> int:
+        """How many labelled images of `split` each seed's `top1` counts (of `ids` if given)."""
+        logits = self.runs[0].logits(split)
+        keep = logits.labels >= 0
+        if ids is not None:
+            keep &= np.isin(logits.ids, ids)
+        return int(keep.sum())
+
     def ensemble_top1(self, split: str = "test") -> float:
         """Top-1 (percent) of the seeds' averaged softmax scores, from the saved logits."""
         probabilities = weighted_score_average([run.logits(split).logits for run in self.runs],
