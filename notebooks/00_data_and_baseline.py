@@ -131,13 +131,15 @@ for run in runs:
 reference = paper_reference("baseline_resnet")
 header = make_header(profile, time.perf_counter() - started)
 top1 = baseline.top1("test")
+test_images = baseline.scored_images("test")
 rows = [
     ResultRow(f"ResNet baseline, same-conv ({recipes[0].model}, {recipes[0].dataset})",
               reference["top1_same_conv"], top1, profile,
               "paper: ResNet-50 on the ImageNet-50 test set; ours: test top-1 over seeds",
-              reference["source"]),
+              reference["source"], test_images),
     ResultRow(f"score average of the {len(runs)} seeds above (not the baseline)", None,
-              [baseline.ensemble_top1("test")], profile, "computed from the saved logits"),
+              [baseline.ensemble_top1("test")], profile, "computed from the saved logits",
+              test_images=test_images),
     ResultRow("ResNet-50 baseline, full-conv", reference["top1_full_conv"], [], profile,
               "full-conv ResNets (Kayhan & van Gemert, CVPR 2020) are not in vipnb",
               reference["source"]),

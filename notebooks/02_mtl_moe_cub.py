@@ -201,19 +201,23 @@ TABLE = [("mtl_moe_e1", "1-Expert MTL-MoE"), ("mtl_moe_e3", "3-Experts MTL-MoE")
 rows = []
 for name, label in TABLE:
     reference = paper_reference(name)
+    scored = SeedGroup(name, runs[name]).scored_images("test")
     rows += [
         ResultRow(f"{label}: classification, best epoch", reference["top1"],
                   [100 * run_metrics(r, "test_top1").max() for r in runs[name]], profile,
-                  "the poster's reading", "MTL-MoE poster, Experiment 2"),
+                  "the poster's reading", "MTL-MoE poster, Experiment 2", scored),
         ResultRow(f"{label}: classification, last epoch", None,
-                  [100 * run_metrics(r, "test_top1")[-1] for r in runs[name]], profile),
+                  [100 * run_metrics(r, "test_top1")[-1] for r in runs[name]], profile,
+                  test_images=scored),
         ResultRow(f"{label}: box mean IoU, best epoch", reference["box_ciou_accuracy"],
                   [100 * run_metrics(r, "test_mean_iou").max() for r in runs[name]], profile,
-                  "beside the poster's 'CIoU accuracy'", "MTL-MoE poster, Experiment 2"),
+                  "beside the poster's 'CIoU accuracy'", "MTL-MoE poster, Experiment 2", scored),
         ResultRow(f"{label}: boxes with IoU ≥ 0.5, last epoch", None,
-                  [100 * run_metrics(r, "test_iou50")[-1] for r in runs[name]], profile),
+                  [100 * run_metrics(r, "test_iou50")[-1] for r in runs[name]], profile,
+                  test_images=scored),
         ResultRow(f"{label}: box mean 1 − CIoU loss, last epoch", None,
-                  [100 * run_metrics(r, "test_mean_ciou")[-1] for r in runs[name]], profile),
+                  [100 * run_metrics(r, "test_mean_ciou")[-1] for r in runs[name]], profile,
+                  test_images=scored),
     ]
 _, table_md = write_table(rows, out_dir, "table", header, title="02 · 1, 3 and 6 experts")
 display(Markdown(table_md.read_text()))
@@ -227,20 +231,25 @@ EARLY = max(1, load_recipe("mtl_transfer_full", profile).epochs // 3)  # "learni
 
 
 LAST = -1
-STEPS = [  # step, before, after, the poster's before and after (%), epoch compared
+# step, before, after, the poster's before and after (%), the direction its words state where
+# it gives no numbers (Fig. 4: "indeed improves"; Fig. 5: transfer reaches "the same
+# accuracy much faster", freezing "will harm the model accuracy a lot"), epoch compared.
+STEPS = [
     ("1 → 6 experts (classification only, Fig. 4)", "mtl_moe_cls_e1", "mtl_moe_cls_e6",
-     None, None, LAST),
-    ("single-task → MTL-MoE (3 experts, Fig. 7)", "mtl_moe_cls_e3", "mtl_moe_e3", 0.0, 1.4, LAST),
-    ("MTL-MoE 1 → 3 experts", "mtl_moe_e1", "mtl_moe_e3", 79.18, 80.44, LAST),
-    ("MTL-MoE 3 → 6 experts", "mtl_moe_e3", "mtl_moe_e6", 80.44, 80.10, LAST),
+     None, None, +1, LAST),
+    ("single-task → MTL-MoE (3 experts, Fig. 7)", "mtl_moe_cls_e3", "mtl_moe_e3", 0.0, 1.4,
+     None, LAST),
+    ("MTL-MoE 1 → 3 experts", "mtl_moe_e1", "mtl_moe_e3", 79.18, 80.44, None, LAST),
+    ("MTL-MoE 3 → 6 experts", "mtl_moe_e3", "mtl_moe_e6", 80.44, 80.10, None, LAST),
     ("direct → transfer, everything updated (Fig. 5)", "mtl_transfer_direct",
-     "mtl_transfer_full", None, None, LAST),
+     "mtl_transfer_full", None, None, None, LAST),
     (f"direct → transfer, everything updated, after {EARLY} epochs (Fig. 5)",
-     "mtl_transfer_direct", "mtl_transfer_full", None, None, EARLY - 1),
+     "mtl_transfer_direct", "mtl_transfer_full", None, None, +1, EARLY - 1),
     ("transfer: everything updated → experts frozen (Fig. 5)", "mtl_transfer_full",
-     "mtl_transfer_frozen", None, None, LAST)]
-steps = [Claim(step, pb, pa, top1_at(a, epoch), top1_at(b, epoch))
-         for step, a, b, pb, pa, epoch in STEPS]
+     "mtl_transfer_frozen", None, None, -1, LAST)]
+steps = [Claim(step, pb, pa, top1_at(a, epoch), top1_at(b, epoch), sign,
+               SeedGroup(b, runs[b]).scored_images("test"))
+         for step, a, b, pb, pa, sign, epoch in STEPS]
 _, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="02 · Each comparison, measured (test top-1)")
 display(Markdown(steps_md.read_text()))
