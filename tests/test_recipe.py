@@ -6,10 +6,12 @@ import yaml
 from vipnb.engine.recipe import (
     PROFILES,
     RECIPES_DIR,
+    find_recipe,
     from_dict,
     load_recipe,
     parse_overrides,
     read_recipe_file,
+    register_recipe_folder,
 )
 from vipnb.errors import VipnbError
 
@@ -75,7 +77,7 @@ def test_overrides_parse_yaml_scalars():
         parse_overrides(["epochs"])
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(RECIPES_DIR.rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_resolves_for_every_profile(path: Path):
     assert read_recipe_file(path)["name"] == path.stem
     for profile in PROFILES:
@@ -101,3 +103,34 @@ def test_extends_inherits_settings_and_description_and_refuses_a_circle(tmp_path
     write("b", extends=str(tmp_path / "a.yaml"))
     with pytest.raises(VipnbError, match="circle"):
         load_recipe(tmp_path / "a.yaml", "cpu")
+
+
+def test_shipped_recipes_sit_in_one_folder_per_paper():
+    folders = {path.parent.name for path in RECIPES_DIR.rglob("*.yaml")}
+    assert folders == {"vipriors_baseline", "moe_vipriors", "mtl_moe_cub", "vipf_dsknet",
+                       "fusion_coverage"}
+    assert not list(RECIPES_DIR.glob("*.yaml"))
+
+
+def test_a_papers_recipe_folder_outside_vipnb_is_found_by_name(tmp_path, monkeypatch):
+    import vipnb.engine.recipe as recipe_module
+
+    monkeypatch.setattr(recipe_module, "_recipe_folders", [RECIPES_DIR])
+    folder = tmp_path / "fifth_paper"
+    folder.mkdir()
+    (folder / "fifth_row.yaml").write_text(yaml.safe_dump(
+        {"name": "fifth_row", "extends": "baseline_resnet", "base": {"epochs": 3}}))
+    with pytest.raises(VipnbError, match="no recipe 'fifth_row'"):
+        find_recipe("fifth_row")
+    register_recipe_folder(folder)
+    recipe = load_recipe("fifth_row", "cpu")
+    assert (recipe.epochs, recipe.model) == (3, "resnet18")  # the rest from baseline_resnet
+
+    (folder / "baseline_resnet.yaml").write_text(yaml.safe_dump({"name": "baseline_resnet"}))
+    with pytest.raises(VipnbError, match="two recipes are named 'baseline_resnet'"):
+        find_recipe("fifth_row")
+
+
+def test_a_recipe_folder_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(VipnbError, match="does not exist"):
+        register_recipe_folder(tmp_path / "missing")

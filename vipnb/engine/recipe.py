@@ -26,7 +26,9 @@ from vipnb.data.fingerprint import data_fingerprint
 from vipnb.errors import VipnbError
 
 PROFILES = ("smoke", "cpu", "paper")
+# The shipped recipes, one folder per paper; `register_recipe_folder` adds another paper's.
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+_recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` is replaced by a digest of the data's content: vipnb.data.fingerprint.)
 _NOT_HASHED = {"data_root", "workers", "description"}
@@ -354,16 +356,39 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise VipnbError(f"{source}: bad value {value!r} for recipe key `{key}`: {e}") from None
 
 
+def register_recipe_folder(folder: str | Path) -> None:
+    """Make the recipes under `folder` (a paper's, outside vipnb) findable by name, `extends`
+    included."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise VipnbError(f"recipe folder {folder} does not exist; give a folder of .yaml recipes")
+    if folder not in _recipe_folders:
+        _recipe_folders.append(folder)
+
+
+def recipe_files() -> dict[str, Path]:
+    """Every recipe findable by name: `<name>.yaml` anywhere under a recipe folder (scanned
+    on each call, 2 ms: a file added in a running notebook is found)."""
+    found: dict[str, Path] = {}
+    for folder in _recipe_folders:
+        for path in sorted(folder.rglob("*.yaml")):
+            if path.stem in found:
+                raise VipnbError(f"two recipes are named {path.stem!r}: {found[path.stem]} and "
+                                 f"{path}; rename one (a recipe's name is its file's stem)")
+            found[path.stem] = path
+    return found
+
+
 def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe by path, or by name among the recipes shipped in `vipnb/recipes/`."""
+    """A recipe by path, or by name among the registered recipe folders (`vipnb/recipes/`)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    available = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
-    raise VipnbError(f"no recipe {name_or_path!r}: not a file, nor one of: {available}")
+    known = recipe_files()
+    if str(name_or_path) in known:
+        return known[str(name_or_path)]
+    raise VipnbError(f"no recipe {name_or_path!r}: not a file, nor one of: "
+                     f"{', '.join(sorted(known))}")
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
