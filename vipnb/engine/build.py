@@ -32,9 +32,22 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
 
 
 def trained_weights(run: RunDir) -> dict[str, torch.Tensor]:
-    """The weights a finished run evaluated with (its EMA when it kept one)."""
+    """The weights a finished run evaluated with (its EMA when it kept one), keyed as the
+    plain model's state dict."""
     state = load_checkpoint(run.checkpoint_file)
-    return state.get("backbone") or state.get("ema") or state["model"]
+    if state.get("backbone"):
+        return state["backbone"]
+    if state.get("ema"):
+        # timm's ModelEmaV3 keeps its copy as `.module`: its state dict says `module.<key>`.
+        return _without_prefix(state["ema"], "module.")
+    return state["model"]
+
+
+def _without_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """`weights` with `prefix` taken off every key, when every key has it."""
+    if not weights or not all(key.startswith(prefix) for key in weights):
+        return weights
+    return {key[len(prefix):]: value for key, value in weights.items()}
 
 
 def load_trained_model(recipe: Recipe, run: RunDir, num_classes: int,
