@@ -94,3 +94,10 @@ def test_known_eval_views_load(view):
 def test_every_key_with_choices_refuses_an_unknown_one(key, value):
     with pytest.raises(VipnbError, match=rf"{key}='{value}' is not one of"):
         recipe(**{key: value})
+
+
+def test_an_unknown_model_names_the_recipe_and_how_to_list_the_models():
+    from vipnb.engine.build import build_model
+
+    with pytest.raises(VipnbError, match=r"r: model='resnet10tt' is not a timm model.*list_models"):
+        build_model(recipe(model="resnet10tt"), 3)

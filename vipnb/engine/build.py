@@ -15,6 +15,11 @@ from vipnb.models.moe import MixtureOfExperts
 
 
 def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
+    if not timm.is_model(recipe.model):
+        raise VipnbError(f"{recipe.name}: model={recipe.model!r} is not a timm model (nor one "
+                         "vipnb.models registers); list the names with "
+                         "timm.list_models('<pattern>*')")
+
     def make() -> nn.Module:
         # timm drops None arguments: models without stochastic depth (DenseNet) refuse it.
         model = timm.create_model(recipe.model, pretrained=False, num_classes=num_classes,
