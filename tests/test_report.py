@@ -121,13 +121,31 @@ def _png_text(path):
         return dict(image.text)
 
 
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _assert_drawn(path) -> None:
+    """Data drawn in colour, not only the grey axes, ticks and titles of an empty figure:
+    coloured pixels (channels apart by more than 40 levels; an empty figure has none) cover
+    at least 0.05 % of it (a few markers)."""
+    pixels = _pixels(path).astype(int)
+    coloured = (pixels.max(-1) - pixels.min(-1)) > 40
+    assert coloured.mean() > 0.0005
+
+
 @pytest.mark.parametrize("n_classes", [10, 1000])
 def test_per_class_plot(tmp_path, header, n_classes):
     rng = np.random.default_rng(0)
     names = [f"class {i}" for i in range(n_classes)]
     series = {"before": rng.uniform(size=n_classes), "after": rng.uniform(size=n_classes)}
     path = per_class_accuracy_plot(series, names, tmp_path / "per_class.png", header)
-    assert path.stat().st_size > 1000
+    _assert_drawn(path)
+    # The bars are the data: other accuracies draw another picture.
+    other = {"before": series["after"], "after": series["before"]}
+    swapped = per_class_accuracy_plot(other, names, tmp_path / "swapped.png", header)
+    assert not np.array_equal(_pixels(swapped), _pixels(path))
     assert _png_text(path)["commit"] == "abc1234"
     single = per_class_accuracy_plot(series["after"], names, tmp_path / "one.png", header)
     assert single.exists()
@@ -141,12 +159,16 @@ def test_per_class_plot_rejects_percentages(tmp_path, header):
 def test_confusion_and_learning_curves(tmp_path, header):
     confusion = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 0]])
     heat = confusion_heatmap(confusion, ["a", "b", "c"], tmp_path / "confusion.png", header)
-    assert heat.stat().st_size > 1000 and "abc1234" in _png_text(heat)["Comment"]
+    _assert_drawn(heat)
+    assert "abc1234" in _png_text(heat)["Comment"]
+    other = confusion_heatmap(confusion.T, ["a", "b", "c"], tmp_path / "other.png", header)
+    assert not np.array_equal(_pixels(other), _pixels(heat))
 
     curves = {f"seed {s}": [{"epoch": e, "val_top1": 10 + e + s, "train_loss": 2.0 / (e + 1)}
                             for e in range(5)] for s in range(3)}
     curve = learning_curves_plot(curves, tmp_path / "curves.png", header)
-    assert curve.stat().st_size > 1000 and _png_text(curve)["profile"] == "cpu"
+    _assert_drawn(curve)
+    assert _png_text(curve)["profile"] == "cpu"
     with pytest.raises(VipnbError, match="train_loss"):
         learning_curves_plot(curves, tmp_path / "bad.png", header, metric="val_top5")
 
@@ -196,7 +218,7 @@ def test_claims_tables_forest_and_conclusion_come_from_the_assessed_claims(tmp_p
                                  "after Holm's correction): 1; the opposite way: 1; not "
                                  "detected: 2.")
     assert "Opposite: +D." in conclusion and conclusion in text
-    assert forest.stat().st_size > 1000
+    _assert_drawn(forest)
 
 
 def test_every_per_class_plot_and_confusion_map_has_its_values_as_csv(tmp_path, header):

@@ -10,19 +10,27 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tree, write_recipe_file
+from run_checks import assert_summary_and_logits_are_the_models
 
 from vipnb.data.layout import ImageList, scan_split
 from vipnb.data.sources import load_run_data
 from vipnb.data.val_into_train import move_val_into_train
 from vipnb.engine import train
 from vipnb.engine.build import build_model
+from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.objective import Objective
 from vipnb.engine.recipe import from_dict
+from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.losses import Hierarchy, soft_cross_entropy, tree_supervision_loss
 
 NARROW_DSK = {"channels": [8, 8, 16, 16], "stem_width": 8, "cardinality": 2,
               "base_width": 8, "layers": [1, 1, 1, 1]}
+
+
+def centres_of(run: RunDir) -> torch.Tensor:
+    """The center loss's class centres in a run's last checkpoint."""
+    return load_checkpoint(run.checkpoint_file)["objective"]["center_loss"]["centers"]
 
 
 def tiny_recipe(tree: Path, **changes):
@@ -71,6 +79,8 @@ def test_center_and_tree_losses_train_from_an_induced_hierarchy(tiny_tree, tmp_p
     run = train(recipe, runs_root=tmp_path / "runs", progress=False)
     assert run.finished
     assert all(np.isfinite(m["train_loss"]) for m in run.metrics())
+    # The center loss was on: its centres moved from zero, for every class seen.
+    assert centres_of(run).abs().sum(1).min() > 0
     # The source run trained first, and its run name is part of this run's hash.
     assert len(list((tmp_path / "runs").iterdir())) == 2
     digest = recipe.digest()
@@ -126,3 +136,6 @@ def test_dsk_net_trains_under_ddp_though_one_residual_function_rests(tmp_path):
          "-m", "vipnb.cli", "train", str(recipe), "--runs", str(tmp_path / "runs")],
         env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-5000:]
+    run = RunDir(next((tmp_path / "runs").iterdir()))
+    assert centres_of(run).abs().sum(1).min() > 0
+    assert_summary_and_logits_are_the_models(run)

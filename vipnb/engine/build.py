@@ -15,6 +15,11 @@ from vipnb.models.moe import MixtureOfExperts
 
 
 def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
+    if not timm.is_model(recipe.model):
+        raise VipnbError(f"{recipe.name}: model={recipe.model!r} is not a timm model (nor one "
+                         "vipnb.models registers); list the names with "
+                         "timm.list_models('<pattern>*')")
+
     def make() -> nn.Module:
         # timm drops None arguments: models without stochastic depth (DenseNet) refuse it.
         model = timm.create_model(recipe.model, pretrained=False, num_classes=num_classes,
@@ -32,9 +37,22 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
 
 
 def trained_weights(run: RunDir) -> dict[str, torch.Tensor]:
-    """The weights a finished run evaluated with (its EMA when it kept one)."""
+    """The weights a finished run evaluated with (its EMA when it kept one), keyed as the
+    plain model's state dict."""
     state = load_checkpoint(run.checkpoint_file)
-    return state.get("backbone") or state.get("ema") or state["model"]
+    if state.get("backbone"):
+        return state["backbone"]
+    if state.get("ema"):
+        # timm's ModelEmaV3 keeps its copy as `.module`: its state dict says `module.<key>`.
+        return _without_prefix(state["ema"], "module.")
+    return state["model"]
+
+
+def _without_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """`weights` with `prefix` taken off every key, when every key has it."""
+    if not weights or not all(key.startswith(prefix) for key in weights):
+        return weights
+    return {key[len(prefix):]: value for key, value in weights.items()}
 
 
 def load_trained_model(recipe: Recipe, run: RunDir, num_classes: int,

@@ -24,6 +24,7 @@ import yaml
 
 from vipnb.data.fingerprint import data_fingerprint
 from vipnb.errors import VipnbError
+from vipnb.eval.tta import check_view
 
 PROFILES = ("smoke", "cpu", "paper")
 # The shipped recipes, one folder per paper; `register_recipe_folder` adds another paper's.
@@ -272,6 +273,12 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
         if key in typed and typed[key] not in choices:
             raise VipnbError(f"{where(key)}: {key}={typed[key]!r} is not one of "
                              f"{', '.join(choices)}")
+    if "eval_views" in typed:
+        try:
+            check_view(typed["eval_views"].strip())
+        except VipnbError as e:
+            raise VipnbError(f"{where('eval_views')}: eval_views={typed['eval_views']!r}: "
+                             f"{e}") from None
     for key, value in typed.items():
         _check_range(key, value, where(key))
     _check_names(typed, where)
@@ -323,7 +330,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         default = _FIELDS[key].default_factory() if callable(_FIELDS[key].default_factory) else ""
     try:
         if value is None:  # YAML's empty value: "" for text keys
-            return "" if isinstance(default, str) else None
+            if isinstance(default, str) or key == "data_root":
+                return "" if isinstance(default, str) else None
+            raise ValueError("the value is empty; write one, or delete the line to keep "
+                             f"the default {default!r}")
         if key == "data_root":
             return str(value)
         if isinstance(default, bool):
@@ -342,6 +352,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return float(value)
         if isinstance(default, tuple):
             items = yaml.safe_load(value) if isinstance(value, str) else value
+            if any(isinstance(v, bool) for v in items):  # YAML reads yes/no as bools
+                raise ValueError("expected numbers, not true/false")
             item_type = int if "int" in str(_FIELDS[key].type) else float
             if item_type is int and any(float(v) != int(float(v)) for v in items):
                 raise ValueError("expected whole numbers")

@@ -100,6 +100,15 @@ def _rotate(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tens
     ])
 
 
+def check_view(view: str) -> None:
+    """Raise a VipnbError unless `view` is one of VIEW_NAMES: a recipe's `eval_views` is
+    checked when it is loaded, not after its training, when the run is scored."""
+    if view.startswith(_MULTI_SCALE_PREFIX):
+        _parse_scales(view)
+    elif view not in VIEW_NAMES:
+        raise VipnbError(f"unknown TTA view {view!r}; valid views: {', '.join(VIEW_NAMES)}.")
+
+
 def _views_for(images: Tensor, view: str, crop_size: int, mean: Sequence[float],
                std: Sequence[float]) -> list[Tensor]:
     if view == "center":
