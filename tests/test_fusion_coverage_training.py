@@ -57,18 +57,24 @@ def test_photometric_augmentation_changes_what_the_model_sees(tiny_tree, tmp_pat
 def test_dsb_weights_follow_the_features_seen_and_resume(tiny_tree):
     recipe = tiny_recipe(tiny_tree, loss="dsb_focal", semantic_scale_store=4)
     objective = Objective(recipe, num_classes=3)
-    assert torch.equal(objective.class_weights, torch.ones(3))
+    assert torch.equal(objective.head_loss.class_weights, torch.ones(3))
     features = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
     targets = torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 2])]
     # Class 0 gets nearly identical features: a small semantic scale, a large weight.
     features[1] = features[0] + 1e-3
     objective(torch.zeros(6, 3), targets, features)
     objective.start_epoch()
-    assert objective.class_weights[0] > objective.class_weights[1:].max()
+    weights = objective.head_loss.class_weights
+    assert weights[0] > weights[1:].max()
     restored = Objective(recipe, num_classes=3)
     restored.load_state_dict(objective.state_dict())
     restored.start_epoch()
-    assert torch.allclose(restored.class_weights, objective.class_weights)
+    assert torch.allclose(restored.head_loss.class_weights, weights)
+    # A checkpoint written before the head-loss registry kept the store as `scale_store`.
+    legacy = Objective(recipe, num_classes=3)
+    legacy.load_state_dict({"scale_store": objective.state_dict()["head_loss"]})
+    legacy.start_epoch()
+    assert torch.allclose(legacy.head_loss.class_weights, weights)
 
 
 def test_dsb_focal_needs_one_classifier(tiny_tree, tmp_path):

@@ -25,6 +25,7 @@ import yaml
 from vipnb.data.fingerprint import data_fingerprint
 from vipnb.errors import VipnbError
 from vipnb.eval.tta import check_view
+from vipnb.losses.registry import head_loss_names, loss_keys, unused_loss_keys
 
 PROFILES = ("smoke", "cpu", "paper")
 # The shipped recipes, one folder per paper; `register_recipe_folder` adds another paper's.
@@ -33,6 +34,9 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` is replaced by a digest of the data's content: vipnb.data.fingerprint.)
 _NOT_HASHED = {"data_root", "workers", "description"}
+# Keys added after runs were trained: they enter the hash only when set, so adding a key never
+# renames the runs that did not use it.
+_HASHED_WHEN_SET = {"loss_kwargs"}
 # Enters every run name. Bump it in a change that alters what a run computes for the same
 # recipe and data (the trainer's order of draws, a model's initialisation, an evaluation), so
 # that no finished run of the old code is reused, and regenerate the reports: the report
@@ -95,7 +99,8 @@ class Recipe:
     mixup_off_epochs: int = 0  # Mixup/CutMix switched off for the last K epochs
     label_smoothing: float = 0.0
     # loss
-    loss: str = "soft_ce"  # soft_ce | positive_class | taylor_ce | bi_tempered | dsb_focal
+    loss: str = "soft_ce"  # a registered head loss (vipnb.losses.registry): soft_ce | ...
+    loss_kwargs: dict = field(default_factory=dict)  # the settings of a registered loss
     taylor_order: int = 2  # t of the Taylor cross-entropy
     bi_tempered_t1: float = 0.8  # temperatures of the bi-tempered logistic loss
     bi_tempered_t2: float = 1.2
@@ -155,7 +160,8 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED
+                  and not (k in _HASHED_WHEN_SET and v == _FIELDS[k].default_factory())}
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
@@ -184,7 +190,6 @@ _CHOICES = {
     "freeze": ("", "experts"),
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw", "adam"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
-    "loss": ("soft_ce", "positive_class", "taylor_ce", "bi_tempered", "dsb_focal"),
     "global_pool": ("", "avg", "max", "avgmax", "catavgmax"),
     "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),
 }
@@ -273,6 +278,7 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
         if key in typed and typed[key] not in choices:
             raise VipnbError(f"{where(key)}: {key}={typed[key]!r} is not one of "
                              f"{', '.join(choices)}")
+    _check_loss(typed, where)
     if "eval_views" in typed:
         try:
             check_view(typed["eval_views"].strip())
@@ -287,6 +293,24 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
         raise VipnbError(f"{where('gate_k')}: gate_k={recipe.gate_k} routes each image to more "
                          f"than the experts={recipe.experts} there are; choose gate_k <= experts")
     return recipe
+
+
+def _check_loss(typed: dict[str, Any], where) -> None:
+    """The loss is a registered head loss, and no setting of another loss is changed from its
+    default (a run's saved recipe lists every key) nor a `loss_kwargs` key it does not read."""
+    loss = typed.get("loss", Recipe.loss)
+    if loss not in head_loss_names():
+        raise VipnbError(f"{where('loss')}: loss={loss!r} is not one of "
+                         f"{', '.join(head_loss_names())}; a new loss registers itself with "
+                         "vipnb.losses.registry.register_head_loss")
+    unread_kwargs = set(typed.get("loss_kwargs", {})) - set(loss_keys(loss))
+    changed = {key for key, value in typed.items() if key in _FIELDS
+               and value != _FIELDS[key].default}
+    unused = sorted(unread_kwargs) + unused_loss_keys(loss, changed)
+    if unused:
+        raise VipnbError(f"{where(unused[0])}: {', '.join(unused)} set, but loss={loss!r} does "
+                         f"not read them (it reads: {', '.join(loss_keys(loss)) or 'none'}); "
+                         "remove them or choose the loss that does")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
