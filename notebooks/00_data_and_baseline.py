@@ -36,6 +36,7 @@ profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
+command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
@@ -85,7 +86,7 @@ for name, files in splits.items():
 
 # %%
 samples = image_grid(splits["train"], out_dir / "train_samples.png",
-                     make_header(profile, time.perf_counter() - started))
+                     make_header(profile, time.perf_counter() - started, command))
 display(Image(str(samples)))
 
 # %% [markdown]
@@ -129,7 +130,7 @@ for run in runs:
 
 # %%
 reference = paper_reference("baseline_resnet")
-header = make_header(profile, time.perf_counter() - started)
+header = make_header(profile, time.perf_counter() - started, command)
 top1 = baseline.top1("test")
 test_images = baseline.scored_images("test")
 rows = [
@@ -180,5 +181,5 @@ print(f"{submission.name}: top-1 {score.top1:.4f} over {score.matched} images")
 # value per seed), epochs and wall time.
 
 # %%
-runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started, command))
 print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

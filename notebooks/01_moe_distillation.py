@@ -43,6 +43,7 @@ seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
+command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
@@ -208,7 +209,7 @@ print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s
 # at `cpu`. The *test images* column says how many test images each seed was scored on.
 
 # %%
-header = make_header(profile, time.perf_counter() - started)
+header = make_header(profile, time.perf_counter() - started, command)
 TTA_IMAGES = 500 if profile != "smoke" else 50
 TEST_SIZE = load_recipe("moe_rs50", profile).cache_size
 TEN_CROP_ON = {"moe_rs_sd50_n5_distill_fusion": "moe_rs_sd50_n5_distill_fusion_e720",
@@ -385,5 +386,5 @@ display(Markdown(claims_md.read_text()))
 # value per seed), epochs and wall time.
 
 # %%
-runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started, command))
 print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

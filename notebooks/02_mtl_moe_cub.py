@@ -40,6 +40,7 @@ profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the CUB_200_2011 folder; None: fashion-boxes under ./data
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
+command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
@@ -86,7 +87,7 @@ print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 data = load_box_data(load_recipe("mtl_moe_e3", profile, overrides))
 print(f"{len(data.train)} training and {len(data.test)} test images, {len(data.classes)} "
       f"classes: {', '.join(data.classes)}")
-header = make_header(profile, time.perf_counter() - started)
+header = make_header(profile, time.perf_counter() - started, command)
 first = [int(np.flatnonzero(data.test.labels.numpy() == c)[0]) for c in range(len(data.classes))]
 samples = boxes_grid(data.test.images[first].numpy(), data.test.boxes[first].numpy(), None,
                      out_dir / "samples.png", header, "one test image per class, true box")
@@ -143,7 +144,7 @@ runs = {name: [train(load_recipe(name, profile, {**overrides, "seed": s})) for s
         for name in RECIPES}
 training_s = sum(run.summary()["wall_time_s"] for group in runs.values() for run in group)
 print(f"{len(RECIPES)} recipes x {len(seeds)} seed(s); training time: {training_s / 60:.1f} min")
-header = make_header(profile, time.perf_counter() - started)
+header = make_header(profile, time.perf_counter() - started, command)
 
 
 def curves(names_labels, metric="test_top1"):
@@ -323,5 +324,5 @@ display(Markdown(claims_md.read_text()))
 # value per seed), epochs and wall time.
 
 # %%
-runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started, command))
 print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

@@ -43,6 +43,7 @@ profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: train + val fused, a new val split held out; None: fashion50
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
+command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
@@ -193,7 +194,7 @@ TEST_SIZES = dict(zip(PAPER_SIZES, (round(input_size * s / 224) for s in PAPER_S
 TEST_IMAGES = {"smoke": 100, "cpu": 500, "paper": 0}[profile]  # 0: all
 scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
                  for row in rows for size in TEST_SIZES.values()} for seed in seeds}
-header = make_header(profile, time.perf_counter() - started)
+header = make_header(profile, time.perf_counter() - started, command)
 test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
 
 
@@ -428,5 +429,5 @@ display(Markdown(claims_md.read_text()))
 # value per seed), epochs and wall time.
 
 # %%
-runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started))
+runs_csv, _ = write_runs_table(out_dir, make_header(profile, time.perf_counter() - started, command))
 print(f"{len(runs_csv.read_text().splitlines()) - 1} runs → {runs_csv.name}")

@@ -197,3 +197,15 @@ def test_a_staging_folder_left_by_a_killed_run_is_removed(tmp_path):
     run_notebook(str(notebook(tmp_path, WRITES_TABLE)), "smoke", reports_root=reports,
                  log_output=False)
     assert not left.exists() and alive.exists()
+
+
+def test_the_command_line_reaches_the_notebook_as_a_parameter(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIPNB_COMMAND", raising=False)
+    source = notebook(tmp_path, "(out / 'command.txt').write_text(command)\n")
+    assert main(["run", str(source), "--profile", "smoke", "-p", f"out_dir={tmp_path / 'out'}"]) == 0
+    written = (tmp_path / "out" / "command.txt").read_text()
+    assert written.startswith("vipnb run ") and "--profile smoke" in written
+    assert "VIPNB_COMMAND" not in os.environ and "VIPNB_TEXT_PROGRESS" not in os.environ
+    with pytest.raises(VipnbError, match="`command` is filled in by vipnb run"):
+        run_notebook(str(source), "smoke", parameters={"command": "forged"},
+                     reports_root=tmp_path / "reports", log_output=False)

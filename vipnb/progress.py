@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import sys
 
-from vipnb.report.header import COMMAND_ENV_VAR
+#: Set by `vipnb run` for the kernels it starts: papermill shows their text, not widgets.
+TEXT_PROGRESS_ENV_VAR = "VIPNB_TEXT_PROGRESS"
 
 
 def progress_bar(iterable=None, **options):
     """A tqdm bar over `iterable` (options as tqdm's); text bars go to stdout."""
-    if _in_jupyter() and COMMAND_ENV_VAR not in os.environ:
+    if _in_jupyter() and TEXT_PROGRESS_ENV_VAR not in os.environ:
         from tqdm.notebook import tqdm
 
         options.pop("file", None)

@@ -83,13 +83,16 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     source = find_notebook(name)
     notebook = jupytext.read(source)
     parameters = dict(parameters or {})
+    if "profile" in parameters:
+        raise VipnbError("set the profile with --profile, not -p profile=...")
+    if "command" in parameters:
+        raise VipnbError("`command` is filled in by vipnb run (the command line the report "
+                         "headers name); leave out -p command=...")
     known = notebook_parameters(notebook)
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise VipnbError(f"{source.name} has no parameter {', '.join(unknown)}; its parameters "
                          f"are: {', '.join(known)} (set with -p KEY=VALUE)")
-    if "profile" in parameters:
-        raise VipnbError("set the profile with --profile, not -p profile=...")
     command = _command_line(source.stem, profile, parameters, overwrite)
     root = Path(reports_root or paths.reports_root(profile))
     destination = Path(parameters.pop("out_dir", None) or root / source.stem).absolute()
@@ -152,23 +155,23 @@ def _execute(notebook, source: Path, staging: Path, profile: str, parameters: di
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from vipnb.report.header import COMMAND_ENV_VAR
+    from vipnb.progress import TEXT_PROGRESS_ENV_VAR
 
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
     executed = staging / f"{source.stem}.ipynb"
-    os.environ[COMMAND_ENV_VAR] = command
+    os.environ[TEXT_PROGRESS_ENV_VAR] = "1"
     try:
         papermill.execute_notebook(notebook, str(executed),
                                    parameters={**parameters, "profile": profile,
-                                               "out_dir": str(staging)},
+                                               "out_dir": str(staging), "command": command},
                                    cwd=str(source.parent), log_output=log_output,
                                    progress_bar=progress, kernel_name="python3")
     except PapermillExecutionError as e:
         kept = _keep_failed(executed)
         raise VipnbError(_describe_failure(e, kept)) from None
     finally:
-        os.environ.pop(COMMAND_ENV_VAR, None)
+        os.environ.pop(TEXT_PROGRESS_ENV_VAR, None)
     return executed
 
 

@@ -14,10 +14,6 @@ from pathlib import Path
 
 import vipnb
 
-#: Environment variable the papermill runner sets to the user-facing command (`vipnb run ...`),
-#: since inside a kernel sys.argv names the kernel launcher, not what the user typed.
-COMMAND_ENV_VAR = "VIPNB_COMMAND"
-
 
 @dataclass(frozen=True)
 class ReportHeader:
@@ -73,9 +69,11 @@ def make_header(
     command: str | None = None,
     extra: dict | None = None,
 ) -> ReportHeader:
-    """Collect the provenance of a report being written now, in this process."""
+    """Collect the provenance of a report being written now, in this process. `command`: what
+    the user typed (a notebook gets it from `vipnb run` as its `command` parameter); None: this
+    process's own command line."""
     if command is None:
-        command = os.environ.get(COMMAND_ENV_VAR) or " ".join(sys.argv)
+        command = " ".join(sys.argv)
     return ReportHeader(
         command=command,
         commit=git_commit(),
