@@ -22,6 +22,8 @@ def test_train_through_submitit_local_executor(tiny_tree: Path, tmp_path: Path, 
     assert "submitted job" in out and "run directory:" in out
     run = RunDir(next((tmp_path / "runs").glob("tiny-*")))
     assert run.finished and run.logits("test").logits.shape == (9, 3)
+    # submitit's logs go under the runs folder given, not the default one.
+    assert list((tmp_path / "runs" / "submitit").glob("*/*.out"))
 
 
 def test_slurm_job_runs_one_task_per_gpu():
@@ -35,4 +37,11 @@ def test_unknown_launcher_is_named():
     from vipnb.errors import VipnbError
 
     with pytest.raises(VipnbError, match="unknown launcher 'pbs'"):
-        make_executor(ClusterOptions(launcher="pbs"))
+        make_executor(ClusterOptions(launcher="pbs", folder=Path("logs")))
+
+
+def test_an_executor_without_a_log_folder_is_refused():
+    from vipnb.errors import VipnbError
+
+    with pytest.raises(VipnbError, match="folder is not set"):
+        make_executor(ClusterOptions(launcher="local"))

@@ -46,11 +46,14 @@ def _data(args) -> None:
 
 
 def _cluster(args):
+    """The cluster options, with submitit's logs under the runs folder the command uses."""
+    from vipnb import paths
     from vipnb.launch import ClusterOptions
 
+    runs = Path(getattr(args, "runs", None) or paths.runs_root())
     return ClusterOptions(launcher=args.launcher, partition=args.partition,
                           gpus_per_node=args.gpus_per_node, nodes=args.nodes,
-                          timeout_min=args.timeout_min)
+                          timeout_min=args.timeout_min, folder=runs / "submitit" / "%j")
 
 
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:

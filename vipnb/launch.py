@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vipnb import paths
 from vipnb.errors import VipnbError
 
 LAUNCHERS = ("slurm", "local")
@@ -25,7 +24,7 @@ class ClusterOptions:
     nodes: int = 1
     timeout_min: int = 24 * 60
     cpus_per_task: int = 8
-    folder: Path | None = None  # submitit's logs and pickles
+    folder: Path | None = None  # submitit's logs and pickles (the CLI: <runs>/submitit/%j)
 
 
 def make_executor(options: ClusterOptions):
@@ -35,7 +34,10 @@ def make_executor(options: ClusterOptions):
         raise VipnbError("--launcher needs submitit: pip install submitit") from None
     if options.launcher not in LAUNCHERS:
         raise VipnbError(f"unknown launcher {options.launcher!r}; valid: {', '.join(LAUNCHERS)}")
-    folder = options.folder or paths.runs_root() / "submitit" / "%j"
+    if options.folder is None:
+        raise VipnbError("ClusterOptions.folder is not set: give the folder for submitit's logs "
+                         "(vipnb's command line uses <runs folder>/submitit/%j)")
+    folder = options.folder
     if options.launcher == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=options.timeout_min, tasks_per_node=1)
