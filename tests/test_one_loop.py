@@ -99,3 +99,14 @@ def test_moco_refuses_a_teacher(tiny_tree, tmp_path):
                         "model": "resnet10t", "stage": "moco", "center_loss_weight": 0.1})
     with pytest.raises(VipnbError, match=r"moco: `center_loss_weight: 0.1` is not supported"):
         train(recipe, runs_root=tmp_path, progress=False)
+
+
+def test_the_mtl_results_version_renames_mtl_runs_only(boxes, tiny_tree, monkeypatch):
+    import vipnb.engine.recipe as recipe_module
+
+    mtl = tiny(boxes)
+    classify = from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tiny_tree)})
+    names = mtl.run_name, classify.run_name
+    monkeypatch.setattr(recipe_module, "MTL_RESULTS_VERSION",
+                        recipe_module.MTL_RESULTS_VERSION + 1)
+    assert mtl.run_name != names[0] and classify.run_name == names[1]

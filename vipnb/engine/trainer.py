@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from timm.optim import create_optimizer_v2
@@ -40,15 +40,17 @@ class EpochResult(NamedTuple):
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, run: RunDir, data, device: torch.device,
+    """`data`: what the recipe's task loads (`task_class(recipe).load_data(recipe)`)."""
+
+    def __init__(self, recipe: Recipe, run: RunDir, data: Any, device: torch.device,
                  progress: bool, dist_info: DistInfo | None = None,
-                 starts_from: dict[str, RunDir] | None = None, task: Task | None = None):
-        self.recipe, self.run, self.data, self.device = recipe, run, data, device
+                 starts_from: dict[str, RunDir] | None = None):
+        self.recipe, self.run, self.device = recipe, run, device
         self.dist = dist_info or DistInfo()
         self.progress = progress and self.dist.is_main
         starts_from = starts_from or {}
         torch.manual_seed(recipe.seed)
-        self.task = task or task_class(recipe)(recipe, data, device, self.dist)
+        self.task: Task = task_class(recipe)(recipe, data, device, self.dist)
         self.memory_format = self.task.memory_format
         self.model = self.task.build_model(starts_from).to(device)
         self.model = self.model.to(memory_format=self.memory_format)
@@ -103,7 +105,8 @@ class Trainer:
                 self._save(epoch + 1, wall_time)
                 headline = scores.get(self.task.headline)
                 bar.set_postfix(loss=f"{result.train_loss:.3f}", ips=f"{result.images_per_s:.0f}",
-                                **({"val": f"{headline:.3f}"} if headline is not None else {}))
+                                **({self.task.headline: f"{headline:.3f}"}
+                                   if headline is not None else {}))
             self.dist.barrier()
         bar.close()
         if self.dist.is_main:

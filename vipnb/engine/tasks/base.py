@@ -35,6 +35,11 @@ class Task:
         self.recipe, self.data, self.device, self.dist = recipe, data, device, dist
         self.memory_format = memory_format(recipe)
 
+    @staticmethod
+    def load_data(recipe: Recipe) -> Any:
+        """The recipe's data; the loop reads `train_size` and hands batches back to the task."""
+        raise NotImplementedError
+
     # -- model -----------------------------------------------------------------------------
     def build_model(self, starts_from: dict[str, RunDir]) -> nn.Module:
         raise NotImplementedError
