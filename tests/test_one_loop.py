@@ -2,6 +2,9 @@
 exact resume as classification does, and a task refuses the recipe keys it cannot honour."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 import torch
 
 import vipnb.engine
+from tests.conftest import write_recipe_file
 from tests.test_mtl_trainer import fake_split, tiny
 from vipnb.data.box_data import load_box_data
 from vipnb.data.fashion_boxes import build_fashion_boxes
@@ -110,3 +114,23 @@ def test_the_mtl_results_version_renames_mtl_runs_only(boxes, tiny_tree, monkeyp
     monkeypatch.setattr(recipe_module, "MTL_RESULTS_VERSION",
                         recipe_module.MTL_RESULTS_VERSION + 1)
     assert mtl.run_name != names[0] and classify.run_name == names[1]
+
+
+def test_mtl_trains_under_torchrun(boxes, tmp_path):
+    """Two processes (gloo, CPU) share each MTL batch and rank 0 alone writes the run. Not
+    compared with one process: the gates' noise comes from each process's own generator."""
+    recipe = write_recipe_file(
+        tmp_path, "ddp_mtl", boxes, dataset="fashion_boxes", architecture="mtl_moe",
+        model="resnet18", model_kwargs={"channels": [8, 16, 32, 64]}, experts=3, gate_k=2,
+        optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=20, cache_size=32,
+        input_size=28, scale=[0.5, 1.0], eval_batch_size=50, amp="none", channels_last=False)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "vipnb.cli", "train", str(recipe),
+                           "--runs", str(tmp_path / "runs")],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-5000:]
+    (run_path,) = (tmp_path / "runs").iterdir()
+    run = RunDir(run_path)
+    assert run.finished and [m["epoch"] for m in run.metrics()] == [0]
+    assert run.logits("test").logits.shape == (30, 10)
