@@ -152,8 +152,9 @@ class Trainer:
         self.scheduler.step(epoch + 1)
         elapsed = time.perf_counter() - started
         mean_loss = self.dist.mean(total_loss / micro_steps)
-        parts = {key: float(self.dist.mean(torch.tensor(value, dtype=torch.float64)))
-                 for key, value in parts.items()}
+        parts = {key: float(self.dist.mean(torch.tensor(value, dtype=torch.float64,
+                                                        device=self.device)))
+                 for key, value in parts.items()}  # on the device: NCCL reduces no CPU tensor
         return EpochResult(float(mean_loss), len(order) / max(elapsed, 1e-9), parts)
 
     def _my_positions(self) -> torch.Tensor:

@@ -29,6 +29,8 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
     if run.finished:  # reused as it is: no lock needed to read it
         return run
+    task = task_class(recipe)
+    task.check(recipe)
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
     starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
                    for key in DEPENDENCY_KEYS if getattr(recipe, key)}
@@ -40,7 +42,6 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
             return run
         if dist_info.is_main and not resume:
             run.checkpoint_file.unlink(missing_ok=True)
-        task = task_class(recipe)
         if dist_info.is_main:
             run.write_recipe(recipe)
             data = task.load_data(recipe)  # the main process builds data and caches first

@@ -31,9 +31,14 @@ class Task:
     headline = "top1"
 
     def __init__(self, recipe: Recipe, data: Any, device: torch.device, dist: DistInfo):
-        refuse_unsupported(recipe, self.unsupported)
+        self.check(recipe)
         self.recipe, self.data, self.device, self.dist = recipe, data, device, dist
         self.memory_format = memory_format(recipe)
+
+    @classmethod
+    def check(cls, recipe: Recipe) -> None:
+        """Refuse a recipe that sets a key this task cannot honour (before anything trains)."""
+        refuse_unsupported(recipe, cls.unsupported)
 
     @staticmethod
     def load_data(recipe: Recipe) -> Any:
