@@ -10,7 +10,7 @@ import vipnb
 
 PACKAGE = Path(vipnb.__file__).parent
 TRAINING = {"vipnb.engine.training", "vipnb.engine.trainer", "vipnb.engine.parallel",
-            "vipnb.engine.mtl_trainer", "vipnb.engine.moco_stage", "vipnb.study"}
+            "vipnb.engine.tasks", "vipnb.study"}
 
 
 def module_name(path: Path) -> str:

@@ -10,8 +10,8 @@ import torch
 from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
-from vipnb.engine.mtl_trainer import MtlTrainer
 from vipnb.engine.recipe import from_dict
+from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 
 
@@ -92,7 +92,7 @@ def test_freeze_needs_a_trained_model(boxes_root, tmp_path):
 def test_resume_equals_uninterrupted(boxes_root, tmp_path, interrupt_training):
     recipe = tiny(boxes_root, epochs=3)
     whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(MtlTrainer, epoch=2)
+    resume_normally = interrupt_training(Trainer, epoch=2)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, runs_root=tmp_path / "b", progress=False)
     resume_normally()

@@ -21,9 +21,11 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from vipnb.data.sources import load_run_data
+from vipnb.engine.determinism import configure_determinism
+from vipnb.engine.precision import use_bf16
 from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer, configure_determinism, use_bf16
+from vipnb.engine.trainer import Trainer
 from vipnb.report.header import machine_description
 
 
@@ -76,12 +78,12 @@ def _compute_rate(trainer: Trainer, steps: int) -> float:
     recipe, device = trainer.recipe, trainer.device
     inputs = torch.randn(trainer.batch_size, 3, recipe.input_size, recipe.input_size,
                          device=device).contiguous(memory_format=trainer.memory_format)
-    targets = torch.softmax(torch.randn(trainer.batch_size, trainer.num_classes,
+    targets = torch.softmax(torch.randn(trainer.batch_size, trainer.task.num_classes,
                                         device=device), 1)
     trainer.model.train()
 
     def step():
-        loss = trainer._forward_loss(inputs, targets)
+        loss, _ = trainer._forward_loss(inputs, targets)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()

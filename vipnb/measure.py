@@ -17,9 +17,10 @@ from torchvision.transforms import v2
 from vipnb.bench import _compute_rate, bench_report_target
 from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
+from vipnb.engine.determinism import configure_determinism
 from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer, configure_determinism
+from vipnb.engine.trainer import Trainer
 
 # The models the cpu profiles train, by the recipe that trains them.
 CPU_MODEL_RECIPES = ("baseline_resnet", "moe_rs50", "moe_rs101", "moe_rs_sd200",

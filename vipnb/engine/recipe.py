@@ -42,6 +42,13 @@ _HASHED_WHEN_SET = {"loss_kwargs"}
 # that no finished run of the old code is reused, and regenerate the reports: the report
 # staleness test (tests/test_report_freshness.py) then names every report that used old runs.
 RESULTS_VERSION = 2
+# Enters the run names of MTL-MoE recipes (`architecture: mtl_moe`) only, beside
+# RESULTS_VERSION: bump it in a change that alters what MTL-MoE runs compute and no other run,
+# so that only those train again. 1: the one training loop honours the recipe's
+# `decay_epochs`, `decay_rate` and `cooldown_epochs` (the MTL loop used timm's defaults: a
+# step schedule ×0.1 every 90 epochs, seen only by the 100-epoch paper profile) and sets
+# deterministic kernels; smoke and cpu runs compute the same logits as before.
+MTL_RESULTS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class Recipe:
                 hashed[key] = self.dependency(key).run_name
         hashed["data"] = data_fingerprint(self)
         hashed["results_version"] = RESULTS_VERSION
+        if self.architecture == "mtl_moe":
+            hashed["mtl_results_version"] = MTL_RESULTS_VERSION
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -1,6 +1,7 @@
-"""`train`: one recipe in, one finished run directory out. It picks the loop the recipe
-needs (the classification trainer, its MoCo-v2 stage, or the MTL-MoE loop with boxes), trains
-the runs it starts from first, and lets one process at a time train a run."""
+"""`train`: one recipe in, one finished run directory out. It trains the runs the recipe
+starts from first, lets one process at a time train a run, and hands the recipe to the one
+training loop (`vipnb.engine.trainer`) with its task: classification, its MoCo-v2 stage, or
+MTL-MoE with boxes."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from pathlib import Path
 import torch
 
 from vipnb import paths
-from vipnb.data.sources import load_run_data
-from vipnb.engine.distributed import DistInfo, init_distributed
-from vipnb.engine.moco_stage import MocoTrainer
-from vipnb.engine.mtl_trainer import train_mtl
+from vipnb.engine.determinism import configure_determinism
+from vipnb.engine.distributed import init_distributed
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.run_lock import training_claim
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer, configure_determinism
+from vipnb.engine.tasks import task_class
+from vipnb.engine.trainer import Trainer
 
 
 def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = True,
@@ -29,15 +29,12 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
     run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
     if run.finished:  # reused as it is: no lock needed to read it
         return run
+    task = task_class(recipe)
+    task.check(recipe)
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
     starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
                    for key in DEPENDENCY_KEYS if getattr(recipe, key)}
-    mtl = recipe.architecture == "mtl_moe"  # box targets and two heads: a loop of its own
-    if mtl:  # one process
-        dist_info = DistInfo()
-        default_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        dist_info, default_device = init_distributed()
+    dist_info, default_device = init_distributed()
     device = torch.device(device) if device else default_device
     # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
     with training_claim(run, dist_info, default_device) as unfinished:
@@ -45,14 +42,11 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
             return run
         if dist_info.is_main and not resume:
             run.checkpoint_file.unlink(missing_ok=True)
-        if mtl:
-            return train_mtl(recipe, run, starts_from, device, progress)
         if dist_info.is_main:
             run.write_recipe(recipe)
-            data = load_run_data(recipe)  # the main process builds data and caches first
+            data = task.load_data(recipe)  # the main process builds data and caches first
         dist_info.barrier()
         if not dist_info.is_main:
-            data = load_run_data(recipe)
+            data = task.load_data(recipe)
         configure_determinism(recipe)
-        trainer = MocoTrainer if recipe.stage == "moco" else Trainer
-        return trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
+        return Trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
