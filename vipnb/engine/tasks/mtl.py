@@ -14,7 +14,7 @@ from torch import nn
 
 from vipnb.data.box_augment import BoxEvalTransform, BoxTrainTransform
 from vipnb.data.box_data import BoxData, BoxSplit, load_box_data
-from vipnb.engine.checkpoint import load_checkpoint
+from vipnb.engine.build import trained_weights
 from vipnb.engine.precision import autocast
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
@@ -77,7 +77,7 @@ class MtlTask(Task):
                                  "a trained model; name its recipe in `init_from`")
             return build_mtl_moe(self.recipe, num_classes)
         model = build_mtl_moe(init_from.recipe, len(init_from.logits("test").classes))
-        model.load_state_dict(load_checkpoint(init_from.checkpoint_file)["model"])
+        model.load_state_dict(trained_weights(init_from))  # its EMA when it kept one
         replace_classifier(model, num_classes)
         freeze_for_transfer(model, self.recipe.freeze or "none")
         return model
