@@ -198,6 +198,8 @@ class DualResidualBottleneck(nn.Module):
     """
 
     expansion = 4
+    # Read by vipnb's trainer: DDP must look for parameters without a gradient ("sample").
+    leaves_parameters_unused = True
     last_lambda: float | None  # evaluated (no __future__ annotations): TorchScript reads it
 
     def __init__(

@@ -20,7 +20,6 @@ from vipnb.engine.precision import memory_format
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
-from vipnb.models.dsk import DualResidualBottleneck
 
 
 class Task:
@@ -59,9 +58,10 @@ class Task:
         return model
 
     def unused_parameters(self, model: nn.Module) -> bool:
-        """Whether some parameters get no gradient in a step (DDP must then look for them):
-        DSK-net's three-branch blocks run one residual function per step (eq. 2)."""
-        return any(isinstance(m, DualResidualBottleneck) for m in model.modules())
+        """Whether some parameters get no gradient in a step (DDP must then look for them): a
+        module says so with `leaves_parameters_unused` (DSK-net's three-branch blocks run one
+        residual function per step, eq. 2)."""
+        return any(getattr(m, "leaves_parameters_unused", False) for m in model.modules())
 
     # -- one epoch -------------------------------------------------------------------------
     @property
