@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from vipnb.data.sources import load_run_data
-from vipnb.engine.determinism import configure_determinism
+from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.precision import use_bf16
 from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rundir import RunDir
@@ -54,14 +54,14 @@ def bench(model: str | None = None, profile: str = "cpu", epochs: int = 2,
     overrides = {"model": model} if model else {}
     recipe = load_recipe("baseline_resnet", profile, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    configure_determinism(recipe)
-    data = load_run_data(recipe)
-    trainer = Trainer(recipe, RunDir("/nonexistent-bench-run"), data, device, progress=False)
-    images = len(data.train) // trainer.batch_size * trainer.batch_size
-    compute = _compute_rate(trainer, steps=max(4, images // trainer.batch_size))
-    trainer._train_one_epoch(0)  # warm-up: caches, allocator, oneDNN kernels
-    vipnb_rate = sum(trainer._train_one_epoch(e)[1] for e in range(1, epochs + 1)) / epochs
-    reference = _reference_rate(recipe, data.root, device, epochs, workers)
+    with deterministic_kernels(recipe):
+        data = load_run_data(recipe)
+        trainer = Trainer(recipe, RunDir("/nonexistent-bench-run"), data, device, progress=False)
+        images = len(data.train) // trainer.batch_size * trainer.batch_size
+        compute = _compute_rate(trainer, steps=max(4, images // trainer.batch_size))
+        trainer._train_one_epoch(0)  # warm-up: caches, allocator, oneDNN kernels
+        vipnb_rate = sum(trainer._train_one_epoch(e)[1] for e in range(1, epochs + 1)) / epochs
+        reference = _reference_rate(recipe, data.root, device, epochs, workers)
     return BenchResult(
         model=recipe.model, input_size=recipe.input_size, batch_size=trainer.batch_size,
         compute_images_per_s=compute, vipnb_images_per_s=vipnb_rate,

@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from vipnb.bench import _compute_rate, bench_report_target
 from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
-from vipnb.engine.determinism import configure_determinism
+from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
@@ -42,13 +42,13 @@ def memory_format_rates(recipe_name: str, repeats: int = 3) -> dict[str, float]:
     trainers = {}
     for channels_last in (False, True):
         recipe = load_recipe(recipe_name, "cpu", {"channels_last": channels_last})
-        configure_determinism(recipe)
         data = load_run_data(recipe)
         trainers["channels_last" if channels_last else "nchw"] = Trainer(
             recipe, RunDir("/nonexistent-measure-run"), data, torch.device("cpu"), False)
     steps = 6
-    return interleaved_medians({name: lambda t=t: _compute_rate(t, steps)
-                                for name, t in trainers.items()}, repeats)
+    with deterministic_kernels(recipe):  # both recipes differ only in memory format
+        return interleaved_medians({name: lambda t=t: _compute_rate(t, steps)
+                                    for name, t in trainers.items()}, repeats)
 
 
 def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,

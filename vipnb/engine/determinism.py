@@ -4,6 +4,8 @@ run resumed at an epoch boundary draws exactly what an uninterrupted one would h
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,9 +23,20 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed)
 
 
-def configure_determinism(recipe: Recipe) -> None:
+@contextmanager
+def deterministic_kernels(recipe: Recipe) -> Iterator[None]:
+    """torch's deterministic kernels (or cuDNN's benchmark when `deterministic: false`) while
+    the block runs; the process's own settings come back after it (they are process-wide)."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
     if recipe.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vipnb import paths
-from vipnb.engine.determinism import configure_determinism
+from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.distributed import init_distributed
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.run_lock import training_claim
@@ -48,5 +48,5 @@ def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = Tr
         dist_info.barrier()
         if not dist_info.is_main:
             data = task.load_data(recipe)
-        configure_determinism(recipe)
-        return Trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()
+        with deterministic_kernels(recipe):
+            return Trainer(recipe, run, data, device, progress, dist_info, starts_from).fit()

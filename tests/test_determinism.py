@@ -1,0 +1,42 @@
+"""Deterministic kernels are switched on for training only: the process's own torch settings
+come back afterwards, even when training fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import write_recipe_file
+
+from vipnb.engine import load_recipe, train
+from vipnb.engine.determinism import deterministic_kernels
+from vipnb.engine.recipe import from_dict
+
+
+def flags():
+    return (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+
+
+@pytest.fixture
+def user_settings():
+    before = flags()
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+    yield flags()
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.backends.cudnn.benchmark = before[2]
+
+
+def test_the_block_runs_deterministic_and_restores(user_settings):
+    with deterministic_kernels(from_dict({"name": "r", "deterministic": True})):
+        assert flags() == (True, True, False)
+    assert flags() == user_settings
+    with pytest.raises(RuntimeError), deterministic_kernels(from_dict({"name": "r"})):
+        raise RuntimeError("a failing run")
+    assert flags() == user_settings
+
+
+def test_training_leaves_the_settings_as_they_were(user_settings, tiny_tree, tmp_path):
+    recipe = load_recipe(write_recipe_file(tmp_path, "tiny", tiny_tree), "smoke")
+    assert train(recipe, runs_root=tmp_path / "runs", progress=False).finished
+    assert flags() == user_settings
