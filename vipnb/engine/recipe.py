@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from vipnb.data.fingerprint import data_fingerprint
+from vipnb.engine.task_registry import architecture_names
 from vipnb.errors import VipnbError
 from vipnb.eval.tta import check_view
 from vipnb.losses.registry import head_loss_names, loss_keys, unused_loss_keys
@@ -71,7 +72,7 @@ class Recipe:
     test_limit: int = 0  # 0: all (or eval_limit); else the first N test images, N/C per class
     workers: int = 0
     # model
-    architecture: str = "timm"  # timm: `model` as is | mtl_moe: `model` under a sparse MoE
+    architecture: str = "timm"  # a registered task (vipnb.engine.task_registry): timm | mtl_moe
     model: str = "resnet18"
     model_kwargs: dict = field(default_factory=dict)
     drop_rate: float = 0.0
@@ -195,7 +196,7 @@ class Recipe:
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 _CHOICES = {
     "profile": PROFILES, "dataset": ("fashion50", "folder", "fashion_boxes", "cub"),
-    "data_cache": ("memory", "stream"), "architecture": ("timm", "mtl_moe"),
+    "data_cache": ("memory", "stream"),
     "freeze": ("", "experts"),
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw", "adam"),
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
@@ -288,6 +289,7 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
             raise VipnbError(f"{where(key)}: {key}={typed[key]!r} is not one of "
                              f"{', '.join(choices)}")
     _check_loss(typed, where)
+    _check_architecture(typed, where)
     if "eval_views" in typed:
         try:
             check_view(typed["eval_views"].strip())
@@ -320,6 +322,14 @@ def _check_loss(typed: dict[str, Any], where) -> None:
         raise VipnbError(f"{where(unused[0])}: {', '.join(unused)} set, but loss={loss!r} does "
                          f"not read them (it reads: {', '.join(loss_keys(loss)) or 'none'}); "
                          "remove them or choose the loss that does")
+
+
+def _check_architecture(typed: dict[str, Any], where) -> None:
+    architecture = typed.get("architecture", Recipe.architecture)
+    if architecture not in architecture_names():
+        raise VipnbError(f"{where('architecture')}: architecture={architecture!r} is not one of "
+                         f"{', '.join(architecture_names())}; a new one registers its task with "
+                         "vipnb.engine.task_registry.register_task")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
