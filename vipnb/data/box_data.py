@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vipnb import paths
 from vipnb.data.cub import decode_cub, read_cub
+from vipnb.data.registry import dataset_entry, dataset_names
 from vipnb.errors import VipnbError
 
 
@@ -32,20 +32,12 @@ class BoxData:
 
 
 def box_data_root(recipe) -> Path:
-    """`data_root` as given, or fashion-boxes built on first use at its default place."""
-    if recipe.dataset == "fashion_boxes" and not recipe.data_root:
-        from vipnb.data.fashion_boxes import build_fashion_boxes
-
-        return build_fashion_boxes(paths.data_root() / "fashion_boxes")
-    if recipe.dataset == "fashion_boxes":
-        return Path(recipe.data_root)
-    if recipe.dataset == "cub":
-        if not recipe.data_root:
-            raise VipnbError(f"recipe {recipe.name}: dataset `cub` needs `data_root`, the "
-                             "CUB_200_2011 folder (with images.txt); pass -p data_root=DIR")
-        return Path(recipe.data_root)
-    raise VipnbError(f"recipe {recipe.name}: a box model trains on dataset `fashion_boxes` or "
-                     f"`cub`, not {recipe.dataset!r}")
+    """Where the recipe's images and boxes live, in CUB's layout (vipnb.data.registry)."""
+    entry = dataset_entry(recipe)
+    if not entry.boxes:
+        raise VipnbError(f"recipe {recipe.name}: a box model trains on a dataset with boxes "
+                         f"({', '.join(dataset_names(boxes=True))}), not {recipe.dataset!r}")
+    return entry.root(recipe)
 
 
 def load_box_data(recipe) -> BoxData:

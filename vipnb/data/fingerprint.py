@@ -42,11 +42,7 @@ def data_fingerprint(recipe) -> str:
 
 
 def _data_root(recipe) -> Path:
-    if recipe.dataset in ("fashion_boxes", "cub"):
-        from vipnb.data.box_data import box_data_root
-
-        return box_data_root(recipe)
-    from vipnb.data.sources import dataset_root
+    from vipnb.data.registry import dataset_root
 
     return dataset_root(recipe)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from vipnb import paths
 from vipnb.data.cache import decode_split
 from vipnb.data.coverage import coverage_run_data
 from vipnb.data.layout import ImageList, scan_split
+from vipnb.data.registry import dataset_entry
 from vipnb.data.run_data import RunData, SplitSource
 from vipnb.data.val_into_train import move_val_into_train
 from vipnb.errors import VipnbError
@@ -19,19 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def dataset_root(recipe) -> Path:
-    """Where the recipe's data lives; builds fashion50 on first use."""
-    if recipe.dataset == "fashion50":
-        root = Path(recipe.data_root) if recipe.data_root else paths.data_root() / "fashion50"
-        from vipnb.data.fashion50 import build_fashion50
-
-        return build_fashion50(root)
-    if not recipe.data_root:
-        raise VipnbError(
-            f"recipe {recipe.name}: dataset `folder` needs `data_root`, the folder holding "
-            "train/ val/ test/ (e.g. imagenet_50 from `vipnb data vipriors`); pass "
-            "-p data_root=DIR"
-        )
-    return Path(recipe.data_root)
+    """Where the recipe's images live, in the VIPriors layout (vipnb.data.registry)."""
+    entry = dataset_entry(recipe)
+    if entry.boxes:
+        raise VipnbError(f"recipe {recipe.name}: dataset `{recipe.dataset}` holds boxes for "
+                         "`architecture: mtl_moe`; a classifier trains on a dataset in the "
+                         "VIPriors layout")
+    return entry.root(recipe)
 
 
 def load_run_data(recipe) -> RunData:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from vipnb.data.fingerprint import data_fingerprint
+from vipnb.data.registry import dataset_names
 from vipnb.engine.task_registry import architecture_names
 from vipnb.errors import VipnbError
 from vipnb.eval.tta import check_view
@@ -58,7 +59,7 @@ class Recipe:
     profile: str = "cpu"
     description: str = ""
     # data
-    dataset: str = "fashion50"  # fashion50 | folder (any VIPriors-layout root, e.g. imagenet_50)
+    dataset: str = "fashion50"  # a registered dataset (vipnb.data.registry): fashion50 | folder | …
     # | fashion_boxes | cub: images with one object box each (CUB-200-2011's file format)
     data_root: str | None = None
     data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
@@ -195,7 +196,7 @@ class Recipe:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 _CHOICES = {
-    "profile": PROFILES, "dataset": ("fashion50", "folder", "fashion_boxes", "cub"),
+    "profile": PROFILES,
     "data_cache": ("memory", "stream"),
     "freeze": ("", "experts"),
     "interpolation": ("bilinear", "bicubic", "nearest"), "optimizer": ("sgd", "adamw", "adam"),
@@ -290,6 +291,10 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
                              f"{', '.join(choices)}")
     _check_loss(typed, where)
     _check_architecture(typed, where)
+    if typed.get("dataset", Recipe.dataset) not in dataset_names():
+        raise VipnbError(f"{where('dataset')}: dataset={typed['dataset']!r} is not one of "
+                         f"{', '.join(dataset_names())}; a new one registers with "
+                         "vipnb.data.registry.register_dataset")
     if "eval_views" in typed:
         try:
             check_view(typed["eval_views"].strip())

@@ -1,4 +1,4 @@
-"""Tasks register themselves by architecture name: the recipe's `architecture` picks one, a
+"""Tasks and datasets register themselves by name: the recipe's `architecture` picks a task, a
 name nobody registered is refused when the recipe loads, and a paper outside vipnb adds its
 own without editing the engine."""
 
@@ -41,3 +41,28 @@ def test_a_new_architecture_registers_its_task(monkeypatch):
     assert task_class(recipe) is CapsuleTask
     with pytest.raises(VipnbError, match="'capsules' is registered already"):
         register_task("capsules")(ClassifyTask)
+
+
+def test_datasets_register_by_name_and_say_their_layout(tmp_path, monkeypatch):
+    import vipnb.data.registry as datasets
+
+    monkeypatch.setattr(datasets, "_DATASETS", dict(datasets._DATASETS))
+    assert datasets.dataset_names(boxes=True) == ("fashion_boxes", "cub")
+    with pytest.raises(VipnbError, match="dataset='tiles' is not one of fashion50, folder"):
+        from_dict({"name": "r", "dataset": "tiles"}, source="r.yaml")
+
+    @datasets.register_dataset("tiles")
+    def tiles(recipe):
+        return tmp_path / "tiles"
+
+    recipe = from_dict({"name": "r", "dataset": "tiles"})
+    assert datasets.dataset_root(recipe) == tmp_path / "tiles"
+    with pytest.raises(VipnbError, match="a box model trains on a dataset with boxes "
+                                         r"\(fashion_boxes, cub\), not 'tiles'"):
+        from vipnb.data.box_data import box_data_root
+
+        box_data_root(recipe)
+    with pytest.raises(VipnbError, match="dataset `cub` holds boxes"):
+        from vipnb.data.sources import dataset_root
+
+        dataset_root(from_dict({"name": "r", "dataset": "cub", "data_root": str(tmp_path)}))

@@ -1,0 +1,91 @@
+"""Datasets by name, as timm's model registry: a recipe's `dataset` names one, and a paper
+outside vipnb adds its own with `@register_dataset("name")` on a function that gives the
+folder of a recipe's data (in the VIPriors layout; `boxes=True`: in CUB's layout, for box
+tasks).
+
+The built-in datasets resolve here; their builders are imported on first use, so that
+checking a recipe's `dataset` (vipnb.engine.recipe) imports no builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vipnb import paths
+from vipnb.errors import VipnbError
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    root: Callable[[object], Path]  # recipe → its data folder (built on first use)
+    boxes: bool  # CUB's layout with boxes (box tasks), else the VIPriors layout
+
+
+_DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, boxes: bool = False):
+    """Register the decorated `root(recipe) -> Path` under `name`."""
+    def register(root: Callable[[object], Path]):
+        if name in _DATASETS:
+            raise VipnbError(f"a dataset named {name!r} is registered already; choose another "
+                             "name")
+        _DATASETS[name] = DatasetEntry(name, root, boxes)
+        return root
+    return register
+
+
+def dataset_names(boxes: bool | None = None) -> tuple[str, ...]:
+    """Every registered dataset, or those with (`True`) or without (`False`) boxes."""
+    return tuple(name for name, entry in _DATASETS.items() if boxes in (None, entry.boxes))
+
+
+def dataset_entry(recipe) -> DatasetEntry:
+    if recipe.dataset not in _DATASETS:
+        raise VipnbError(f"recipe {recipe.name}: dataset={recipe.dataset!r} is not one of "
+                         f"{', '.join(_DATASETS)}; register it with "
+                         "vipnb.data.registry.register_dataset")
+    return _DATASETS[recipe.dataset]
+
+
+def dataset_root(recipe) -> Path:
+    """Where the recipe's data lives (a built-in dataset is built there on first use)."""
+    return dataset_entry(recipe).root(recipe)
+
+
+def _given_root(recipe, what: str) -> Path:
+    if not recipe.data_root:
+        raise VipnbError(f"recipe {recipe.name}: dataset `{recipe.dataset}` needs `data_root`, "
+                         f"{what}; pass -p data_root=DIR")
+    return Path(recipe.data_root)
+
+
+@register_dataset("fashion50")
+def _fashion50(recipe) -> Path:
+    from vipnb.data.fashion50 import build_fashion50
+
+    return build_fashion50(Path(recipe.data_root) if recipe.data_root
+                           else paths.data_root() / "fashion50")
+
+
+@register_dataset("folder")
+def _folder(recipe) -> Path:
+    return _given_root(recipe, "the folder holding train/ val/ test/ (e.g. imagenet_50 from "
+                               "`vipnb data vipriors`)")
+
+
+@register_dataset("fashion_boxes", boxes=True)
+def _fashion_boxes(recipe) -> Path:
+    if recipe.data_root:
+        return Path(recipe.data_root)
+    from vipnb.data.fashion_boxes import build_fashion_boxes
+
+    return build_fashion_boxes(paths.data_root() / "fashion_boxes")
+
+
+@register_dataset("cub", boxes=True)
+def _cub(recipe) -> Path:
+    return _given_root(recipe, "the CUB_200_2011 folder (with images.txt)")
