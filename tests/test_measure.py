@@ -24,3 +24,12 @@ def test_choices_report_names_the_faster_format(tmp_path):
     text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
     assert "| moe_rs50 | 100 | 125 | channels_last (×1.25) |" in text
     assert "| 28 px (from 32 px) | 2000 | 300 |" in text and text.startswith("# Measured")
+    assert "torch.compile of the training step" not in text  # not measured: no section
+
+
+def test_choices_report_gives_the_compile_speed_up_and_its_cost(tmp_path):
+    choices = {"memory_format": {}, "crop_flip": {"28 px (from 32 px)": {"a": 1.0, "b": 2.0}},
+               "compile": {"moe_rs50": {"eager": 1800.0, "compiled": 2250.0,
+                                        "compiled_first_steps_s": 52.96}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert "| moe_rs50 | 1800 | 2250 | ×1.25 | 53.0 |" in text

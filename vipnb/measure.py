@@ -1,5 +1,6 @@
 """Measurements that choose, per machine, what a rule would otherwise decide: the memory
-format of each cpu-profile model and the backend of the batched crop-and-flip transform.
+format of each cpu-profile model, the backend of the batched crop-and-flip transform, and
+whether `torch.compile` pays for the cpu models.
 
 Each candidate is timed several times, interleaved with the others, so a slow spell of the
 machine does not favour one of them; the median counts.
@@ -37,18 +38,42 @@ def interleaved_medians(candidates: dict[str, Callable[[], float]],
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+# The cpu models whose training step torch.compile is measured on (a first compile costs
+# about a minute each; inductor's on-disk cache makes later ones take seconds).
+COMPILE_RECIPES = ("moe_rs50", "moe_rs_sd50_n3", "vipf_resnext50")
+
+
+def variant_rates(recipe_name: str, variants: dict[str, dict],
+                  repeats: int = 3) -> tuple[dict[str, float], dict[str, float]]:
+    """Compute-only training images/s of a recipe's cpu model under each variant's overrides,
+    and the seconds each variant's first steps took (a compile happens there)."""
+    trainers, first_steps_s = {}, {}
+    for name, overrides in variants.items():
+        recipe = load_recipe(recipe_name, "cpu", overrides)
+        trainers[name] = Trainer(recipe, RunDir("/nonexistent-measure-run"),
+                                 load_run_data(recipe), torch.device("cpu"), False)
+    with deterministic_kernels(recipe):  # the variants differ only in how they compute
+        for name, trainer in trainers.items():
+            started = time.perf_counter()
+            _compute_rate(trainer, 1)
+            first_steps_s[name] = time.perf_counter() - started
+        rates = interleaved_medians({name: lambda t=t: _compute_rate(t, 6)
+                                     for name, t in trainers.items()}, repeats)
+    return rates, first_steps_s
+
+
 def memory_format_rates(recipe_name: str, repeats: int = 3) -> dict[str, float]:
     """Compute-only training images/s of a recipe's cpu model, NCHW vs channels_last."""
-    trainers = {}
-    for channels_last in (False, True):
-        recipe = load_recipe(recipe_name, "cpu", {"channels_last": channels_last})
-        data = load_run_data(recipe)
-        trainers["channels_last" if channels_last else "nchw"] = Trainer(
-            recipe, RunDir("/nonexistent-measure-run"), data, torch.device("cpu"), False)
-    steps = 6
-    with deterministic_kernels(recipe):  # both recipes differ only in memory format
-        return interleaved_medians({name: lambda t=t: _compute_rate(t, steps)
-                                    for name, t in trainers.items()}, repeats)
+    return variant_rates(recipe_name, {"nchw": {"channels_last": False},
+                                       "channels_last": {"channels_last": True}}, repeats)[0]
+
+
+def compile_rates(recipe_name: str, repeats: int = 3) -> dict[str, float]:
+    """Compute-only training images/s of a recipe's cpu model, eager vs `torch.compile`, and
+    the seconds of the compiled model's first steps."""
+    rates, first_steps_s = variant_rates(recipe_name, {"eager": {"compile": False},
+                                                       "compiled": {"compile": True}}, repeats)
+    return {**rates, "compiled_first_steps_s": first_steps_s["compiled"]}
 
 
 def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,
@@ -80,6 +105,7 @@ def measure_choices(repeats: int = 3) -> dict:
         "crop_flip": {f"{size} px (from {size + size // 7} px)": crop_flip_rates(
             cache_size=size + size // 7, input_size=size, repeats=repeats) for size in (28, 224)},
         "memory_format": {name: memory_format_rates(name, repeats) for name in CPU_MODEL_RECIPES},
+        "compile": {name: compile_rates(name, repeats) for name in COMPILE_RECIPES},
     }
 
 
@@ -92,7 +118,8 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
     target, header = bench_report_target("choices", wall_time_s, reports_root)
     write_text_atomic(target.with_suffix(".json"),
                       json.dumps({"header": header.as_dict(), **choices}, indent=1))
-    lines = ["# Measured choices: memory format per model, crop-and-flip backend", "",
+    lines = ["# Measured choices: memory format per model, crop-and-flip backend, torch.compile",
+             "",
              header.as_markdown(), "## Memory format (compute-only training step, images/s)",
              "", "| recipe (cpu model) | NCHW | channels_last | faster |", "| --- | ---: | ---: | --- |"]
     for name, rates in choices["memory_format"].items():
@@ -105,4 +132,15 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
               + " |", "| --- | ---: | ---: |"]
     for size, rates in choices["crop_flip"].items():
         lines.append(f"| {size} | " + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")
+    if choices.get("compile"):
+        lines += ["", "## torch.compile of the training step (compute-only, images/s)", "",
+                  "| recipe (cpu model) | eager | compiled | speed-up | compiled model's first "
+                  "steps (s) |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name, rates in choices["compile"].items():
+            lines.append(f"| {name} | {rates['eager']:.0f} | {rates['compiled']:.0f} | "
+                         f"×{rates['compiled'] / rates['eager']:.2f} | "
+                         f"{rates['compiled_first_steps_s']:.1f} |")
+        lines += ["", "The first steps include compiling, once per model and machine: inductor "
+                  "keeps what it compiled on disk, so a later process compiles the same model "
+                  "in seconds."]
     return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
