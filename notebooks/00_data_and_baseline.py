@@ -61,6 +61,7 @@ from vipnb.study.seed_groups import SeedGroup
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("00_data_and_baseline", profile))
 overrides = {"data_root": data_root} if data_root else {}
+runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 recipes = [load_recipe("baseline_resnet", profile, {**overrides, "seed": s}) for s in seeds]
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
@@ -114,7 +115,7 @@ for key in keys:
 # reused, so re-running this notebook only trains what changed.
 
 # %%
-runs = [train(recipe) for recipe in recipes]
+runs = [train(recipe, runs_root) for recipe in recipes]
 baseline = SeedGroup("baseline_resnet", runs)
 for run in runs:
     summary = run.summary()

@@ -70,6 +70,7 @@ from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weig
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("01_moe_distillation", profile))
 overrides = {"data_root": data_root} if data_root else {}
+runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]
@@ -187,7 +188,8 @@ MOCO = [("moe_rs_sd50_moco", "MoE-RS-SD-50 (N=1), MoCo-v2 initialisation")]
 
 MATCHED = "moe_matched_baseline"
 groups = train_seed_groups([name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + MOCO if name]
-                           + [MATCHED, "baseline_resnet"], profile, seeds, overrides, processes)
+                           + [MATCHED, "baseline_resnet"], profile, seeds, overrides, processes,
+                           runs_root=runs_root)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s); "
       f"training time of the runs: {training_s / 60:.1f} min")

@@ -70,6 +70,7 @@ from vipnb.study.seed_groups import SeedGroup
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("02_mtl_moe_cub", profile))
 overrides = {"data_root": data_root} if data_root else {}
+runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]
@@ -140,7 +141,7 @@ for key in keys:
 # %%
 RECIPES = ["mtl_moe_cls_e1", "mtl_moe_cls_e6", "mtl_moe_cls_e3", "mtl_moe_e1", "mtl_moe_e3",
            "mtl_moe_e6", "mtl_transfer_direct", "mtl_transfer_frozen", "mtl_transfer_full"]
-runs = {name: [train(load_recipe(name, profile, {**overrides, "seed": s})) for s in seeds]
+runs = {name: [train(load_recipe(name, profile, {**overrides, "seed": s}), runs_root) for s in seeds]
         for name in RECIPES}
 training_s = sum(run.summary()["wall_time_s"] for group in runs.values() for run in group)
 print(f"{len(RECIPES)} recipes x {len(seeds)} seed(s); training time: {training_s / 60:.1f} min")

@@ -77,6 +77,7 @@ from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("03_vipf_dsknet", profile))
 overrides = {"data_root": data_root} if data_root else {}
+runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]
@@ -248,7 +249,7 @@ runnable = [name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + TABLE_4 + TABLE_5
 MATCHED = "vipf_matched_baseline"
 rows_run = list(dict.fromkeys(runnable))
 groups = train_seed_groups(rows_run + [MATCHED, "baseline_resnet"], profile, seeds, overrides,
-                           processes)
+                           processes, runs_root=runs_root)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s); "
       f"training time of the runs: {training_s / 60:.1f} min")

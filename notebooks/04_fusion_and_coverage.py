@@ -71,6 +71,7 @@ from vipnb.study.seed_groups import train_seed_groups
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
 overrides = {"data_root": data_root} if data_root else {}
+runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]
@@ -164,7 +165,7 @@ loss_of = {row: loss for row, (_, loss) in models.items()}
 
 
 def run_of(name, seed, **extra):
-    return train(load_recipe(name, profile, {**overrides, "seed": seed, **extra}))
+    return train(load_recipe(name, profile, {**overrides, "seed": seed, **extra}), runs_root)
 
 
 runs = {(row, seed): run_of(row, seed) for row in rows for seed in seeds}
@@ -400,7 +401,8 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 
 # %%
 MATCHED = "fc_resnest101e_ce"
-baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides)["baseline_resnet"]
+baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides,
+                             runs_root=runs_root)["baseline_resnet"]
 test_ids = scores[seeds[0]][rows[0], input_size].test.ids
 paper_single = max(v for row in rows
                    for v in paper_reference(row).get("top1_by_test_size", {}).values())

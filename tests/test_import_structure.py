@@ -65,3 +65,37 @@ def test_the_report_layer_imports_no_training_or_study_code():
                                       for t in TRAINING))
                 for module, targets in GRAPH.items() if module.startswith("vipnb.report")}
     assert not {m: t for m, t in reaching.items() if t}
+
+
+# Configuration is read at the edge (the CLI, the runner, the notebooks) and passed down.
+# Allowed below it: the variables of the tools themselves (torchrun's, WordNet's), and, still
+# to move to the edge (issue 20), where the built-in datasets are built by default.
+READS_ALLOWED = {
+    "vipnb/engine/distributed.py": "torchrun's WORLD_SIZE and LOCAL_RANK",
+    "vipnb/report/wordnet_names.py": "WordNet's own WNSEARCHDIR",
+    "vipnb/data/registry.py": "the default folder of the built-in datasets",
+    "vipnb/data/fashion50.py": "VIPNB_FASHION_MNIST, where the Fashion-MNIST files are",
+}
+
+
+def imports_paths(path: Path) -> bool:
+    """Whether `path` imports `vipnb.paths` (either spelling)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "vipnb" and any(
+                alias.name == "paths" for alias in node.names):
+            return True
+        if "vipnb.paths" in {getattr(node, "module", None),
+                             *(a.name for a in getattr(node, "names", []) or [])}:
+            return True
+    return False
+
+
+def test_below_the_edge_nothing_reads_the_environment_or_the_default_places():
+    readers = []
+    for layer in ("engine", "data", "eval", "report", "study"):
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
+            relative = str(path.relative_to(PACKAGE.parent))
+            reads = "os.environ" in path.read_text() or imports_paths(path)
+            if reads and relative not in READS_ALLOWED:
+                readers.append(relative)
+    assert not readers, f"read configuration below the edge: {readers}"

@@ -45,15 +45,22 @@ def _data(args) -> None:
         print(cub_summary(read_cub(args.root, check_images=True)))
 
 
+def _runs_root(args) -> Path:
+    """`--runs` (`vipnb train`), else the default runs folder (`VIPNB_RUNS` or ./runs): where
+    runs live is resolved here, at the command line, and passed down."""
+    from vipnb import paths
+
+    return Path(getattr(args, "runs", None) or paths.runs_root())
+
+
 def _cluster(args):
     """The cluster options, with submitit's logs under the runs folder the command uses."""
-    from vipnb import paths
     from vipnb.launch import ClusterOptions
 
-    runs = Path(getattr(args, "runs", None) or paths.runs_root())
     return ClusterOptions(launcher=args.launcher, partition=args.partition,
                           gpus_per_node=args.gpus_per_node, nodes=args.nodes,
-                          timeout_min=args.timeout_min, folder=runs / "submitit" / "%j")
+                          timeout_min=args.timeout_min,
+                          folder=_runs_root(args) / "submitit" / "%j")
 
 
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +81,7 @@ def _train(args) -> None:
     if args.launcher:
         from vipnb.launch import submit, train_job
 
-        jobs = [(recipe, args.profile, overrides, args.runs) for recipe in args.recipe]
+        jobs = [(recipe, args.profile, overrides, _runs_root(args)) for recipe in args.recipe]
         local = args.launcher == "local"
         results = submit(train_job, jobs, _cluster(args), wait=local)
         for path in results if local else []:
@@ -88,7 +95,7 @@ def _train_one(name: str, args, overrides: dict) -> None:
     from vipnb.engine import load_recipe, train
 
     recipe = load_recipe(name, args.profile, overrides)
-    run = train(recipe, runs_root=args.runs, resume=not args.restart)
+    run = train(recipe, runs_root=_runs_root(args), resume=not args.restart)
     print(json.dumps(run.summary(), indent=1))
     print(f"run directory: {run.path}")
 

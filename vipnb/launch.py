@@ -66,7 +66,7 @@ def notebook_job(name: str, profile: str, parameters: dict[str, Any],
 
 
 def train_job(recipe_path: str, profile: str, overrides: dict[str, Any],
-              runs_root: str | None) -> str:
+              runs_root: str | Path) -> str:
     """One task of a (possibly multi-task) job: join the job's process group, then train."""
     import os
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from vipnb import paths
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
 from vipnb.engine.rescore import rescore, rescored_file
 from vipnb.engine.rundir import RunDir
@@ -76,15 +75,16 @@ def start_order(graph: dict[str, tuple[Recipe, set[str]]]) -> list[str]:
     return sorted(graph, key=lambda name: (-chain_above(name), -cost(name)))
 
 
-def train_many(recipes: Sequence[Recipe], processes: int = 1,
-               runs_root: str | Path | None = None) -> list[RunDir]:
-    """Train every recipe not yet finished, `processes` at a time; return their runs in order.
+def train_many(recipes: Sequence[Recipe], processes: int = 1, *,
+               runs_root: str | Path) -> list[RunDir]:
+    """Train every recipe not yet finished under `runs_root`, `processes` at a time; return
+    their runs in order.
 
     With `processes` > 1 each worker trains with one thread per core it gets (cores /
     processes), progress bars off. Finished runs are reused as `train` does.
     """
-    runs_root = str(runs_root) if runs_root else None
-    root = Path(runs_root or paths.runs_root())
+    runs_root = str(runs_root)
+    root = Path(runs_root)
     graph = {name: node for name, node in dependency_graph(recipes).items()
              if not RunDir(root / name).finished}
     if processes > 1 and graph:
@@ -150,5 +150,5 @@ def _run_when_ready(graph: dict[str, tuple[Recipe, set[str]]], order: list[str],
     bar.close()
 
 
-def _train_quietly(recipe: Recipe, runs_root: str | None) -> None:
+def _train_quietly(recipe: Recipe, runs_root: str) -> None:
     train(recipe, runs_root, progress=False)

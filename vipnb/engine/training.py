@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from vipnb import paths
 from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.distributed import init_distributed
 from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe
@@ -19,14 +18,16 @@ from vipnb.engine.tasks import task_class
 from vipnb.engine.trainer import Trainer
 
 
-def train(recipe: Recipe, runs_root: str | Path | None = None, resume: bool = True,
+def train(recipe: Recipe, runs_root: str | Path, resume: bool = True,
           progress: bool = True, device: str | None = None) -> RunDir:
-    """Train `recipe` unless its run directory already holds a finished run; return the run.
+    """Train `recipe` under `runs_root` (the caller's runs folder: the command line and the
+    notebooks pass `vipnb.paths.runs_root()`) unless its run directory already holds a
+    finished run; return the run.
 
     With `resume` (the default) an interrupted run continues from its last checkpoint;
     without it, an unfinished run starts again from scratch.
     """
-    run = RunDir(Path(runs_root or paths.runs_root()) / recipe.run_name)
+    run = RunDir(Path(runs_root) / recipe.run_name)
     if run.finished:  # reused as it is: no lock needed to read it
         return run
     task = task_class(recipe)

@@ -4,6 +4,7 @@ saved logits, and combined into weighted ensembles."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -87,13 +88,14 @@ class SeedGroup:
 
 
 def train_seed_groups(names: list[str], profile: str, seeds: list[int],
-                      overrides: dict | None = None,
-                      processes: int | None = None) -> dict[str, SeedGroup]:
-    """Every recipe of `names` over every seed, trained `processes` runs at a time (None: one
-    single-threaded process per core at the `cpu` profile; see vipnb.engine.parallel)."""
+                      overrides: dict | None = None, processes: int | None = None, *,
+                      runs_root: str | Path) -> dict[str, SeedGroup]:
+    """Every recipe of `names` over every seed, trained under `runs_root` `processes` runs at
+    a time (None: one single-threaded process per core at the `cpu` profile; see
+    vipnb.engine.parallel)."""
     wanted = [load_recipe(name, profile, {**(overrides or {}), "seed": seed})
               for name in names for seed in seeds]
-    runs = train_many(wanted, processes or default_processes(profile))
+    runs = train_many(wanted, processes or default_processes(profile), runs_root=runs_root)
     return {name: SeedGroup(name, runs[i * len(seeds):(i + 1) * len(seeds)])
             for i, name in enumerate(names)}
 
