@@ -204,6 +204,12 @@ _CHOICES = {
     "global_pool": ("", "avg", "max", "avgmax", "catavgmax"),
     "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),
 }
+# Keys whose values a registry holds: the names registered so far, and how to add one.
+_REGISTRIES = {
+    "loss": (head_loss_names, "vipnb.losses.registry.register_head_loss"),
+    "architecture": (architecture_names, "vipnb.engine.task_registry.register_task"),
+    "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
+}
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 
@@ -289,12 +295,12 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
         if key in typed and typed[key] not in choices:
             raise VipnbError(f"{where(key)}: {key}={typed[key]!r} is not one of "
                              f"{', '.join(choices)}")
-    _check_loss(typed, where)
-    _check_architecture(typed, where)
-    if typed.get("dataset", Recipe.dataset) not in dataset_names():
-        raise VipnbError(f"{where('dataset')}: dataset={typed['dataset']!r} is not one of "
-                         f"{', '.join(dataset_names())}; a new one registers with "
-                         "vipnb.data.registry.register_dataset")
+    for key, (names, register) in _REGISTRIES.items():
+        value = typed.get(key, getattr(Recipe, key))
+        if value not in names():
+            raise VipnbError(f"{where(key)}: {key}={value!r} is not one of "
+                             f"{', '.join(names())}; a new one registers with {register}")
+    _check_loss_keys(typed, where)
     if "eval_views" in typed:
         try:
             check_view(typed["eval_views"].strip())
@@ -311,14 +317,10 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
     return recipe
 
 
-def _check_loss(typed: dict[str, Any], where) -> None:
-    """The loss is a registered head loss, and no setting of another loss is changed from its
-    default (a run's saved recipe lists every key) nor a `loss_kwargs` key it does not read."""
+def _check_loss_keys(typed: dict[str, Any], where) -> None:
+    """No setting of another loss is changed from its default (a run's saved recipe lists
+    every key), nor is a `loss_kwargs` key set that the chosen loss does not read."""
     loss = typed.get("loss", Recipe.loss)
-    if loss not in head_loss_names():
-        raise VipnbError(f"{where('loss')}: loss={loss!r} is not one of "
-                         f"{', '.join(head_loss_names())}; a new loss registers itself with "
-                         "vipnb.losses.registry.register_head_loss")
     unread_kwargs = set(typed.get("loss_kwargs", {})) - set(loss_keys(loss))
     changed = {key for key, value in typed.items() if key in _FIELDS
                and value != _FIELDS[key].default}
@@ -327,14 +329,6 @@ def _check_loss(typed: dict[str, Any], where) -> None:
         raise VipnbError(f"{where(unused[0])}: {', '.join(unused)} set, but loss={loss!r} does "
                          f"not read them (it reads: {', '.join(loss_keys(loss)) or 'none'}); "
                          "remove them or choose the loss that does")
-
-
-def _check_architecture(typed: dict[str, Any], where) -> None:
-    architecture = typed.get("architecture", Recipe.architecture)
-    if architecture not in architecture_names():
-        raise VipnbError(f"{where('architecture')}: architecture={architecture!r} is not one of "
-                         f"{', '.join(architecture_names())}; a new one registers its task with "
-                         "vipnb.engine.task_registry.register_task")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
