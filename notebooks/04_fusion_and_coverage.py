@@ -392,7 +392,7 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # `fc_resnest101e_ce`, with the same epochs, augmentation, seeds and TTA as every model here:
 # every row of this paper is already a plain timm model, so the paper's own ideas (robust
 # losses, fusion, coverage) are what the finals add to it. The second is notebook 00's
-# plain ResNet-18 (the same data and seeds, scored on the same test images, without TTA). The
+# plain ResNet-18 (the same data and seeds, scored on the same test images, with its own flip TTA). The
 # paper has no number for the matched baseline; proposing its methods asserts that they beat
 # it. Each reads as the paired difference over seeds
 # (seed s of both sides draws the same data order, and the same initialisation where both build the same network) with its 95 % interval and
