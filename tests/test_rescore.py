@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import write_recipe_file
 from vipnb.engine import load_recipe, train
@@ -27,3 +28,12 @@ def test_ten_crops_at_a_larger_size_are_saved_and_read_back(tiny_tree: Path, tmp
     assert rescored == [100 * scored.top1] and len(trained) == 1
     with pytest.raises(VipnbError, match="below"):
         rescore(run, "ten_crop", 12)
+
+
+def test_rescoring_runs_on_the_gpu_when_there_is_one(monkeypatch):
+    from vipnb.engine.rescore import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == torch.device("cpu")

@@ -37,11 +37,18 @@ def _tag(recipe: Recipe, views: str, test_size: int, split: str, limit: int,
             + (f"_first{limit}" if limit else ""))
 
 
+def default_device() -> torch.device:
+    """Where re-scoring runs unless told: the GPU when there is one, as training does."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
-            device: str = "cpu", crop_size: int | None = None) -> SplitLogits:
+            device: str | torch.device | None = None,
+            crop_size: int | None = None) -> SplitLogits:
     """Logits of `run`'s model on `split` (its first `limit` images; 0: all) under `views`
     of the image resized to `test_size`, crops of `crop_size` (default: the training input
-    size)."""
+    size), on `device` (default: the GPU when there is one)."""
+    device = torch.device(device) if device is not None else default_device()
     recipe = run.recipe
     crop_size = crop_size or recipe.input_size
     tag = _tag(recipe, views, test_size, split, limit, crop_size)
@@ -52,11 +59,11 @@ def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit:
                          f"{recipe.name}: the crops are cut from the resized image")
     source = getattr(load_run_data(recipe), split)
     count = min(limit or len(source), len(source))
-    model = load_trained_model(recipe, run, len(source.classes), torch.device(device))
+    model = load_trained_model(recipe, run, len(source.classes), device)
     transform = EvalTransform(test_size, 1.0, tuple(recipe.mean), tuple(recipe.std))
     outputs = [tta_predict(model, transform(images.to(device)), views, crop_size,
                            mean=tuple(recipe.mean), std=tuple(recipe.std))
                for images, _ in source.batches(torch.arange(count), recipe.eval_batch_size)]
-    run.write_logits(tag, torch.cat(outputs).numpy(), source.labels[:count].numpy(),
+    run.write_logits(tag, torch.cat(outputs).cpu().numpy(), source.labels[:count].numpy(),
                      source.ids[:count], source.classes)
     return run.logits(tag)
