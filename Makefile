@@ -27,6 +27,7 @@ data: $(BIN)/vipnb
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 	$(BIN)/vipnb data fashion50 --out data/fashion50
+	$(BIN)/vipnb data fashion-boxes --out data/fashion_boxes
 
 test: setup
 	rm -rf $(TEST_OUT)

@@ -69,7 +69,8 @@ from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weig
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("01_moe_distillation", profile))
-overrides = {"data_root": data_root} if data_root else {}
+# where the built-in datasets are built ($VIPNB_DATA or ./data), resolved here and passed down
+overrides = {"data_dir": str(paths.data_root()), **({"data_root": data_root} if data_root else {})}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 

@@ -10,8 +10,13 @@ import pytest
 import yaml
 from PIL import Image
 
+from vipnb import paths
 from vipnb.eval.submission import write_labels_csv
 from vipnb.report.header import ReportHeader
+
+# The tests are an edge, as the CLI and the notebooks are: they resolve where the built-in
+# datasets are built and pass it down in the recipe's `data_dir`.
+DATA_DIR = paths.data_root()
 
 
 def make_tree(root: Path, classes=("a_cls", "b_cls", "c_cls"), per_class=6, test=9,

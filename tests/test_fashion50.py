@@ -33,7 +33,8 @@ def fake_source(tmp_path: Path, monkeypatch) -> Path:
     write_idx(source / "train-labels-idx1-ubyte.gz", train_labels)
     write_idx(source / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (25, 28, 28)))
     write_idx(source / "t10k-labels-idx1-ubyte.gz", test_labels)
-    monkeypatch.setenv("VIPNB_FASHION_MNIST", str(source))
+    # the fake stands where Debian's package puts the files
+    monkeypatch.setattr("vipnb.data.fashion50.DEBIAN_DIR", source)
     return source
 
 
@@ -79,11 +80,23 @@ def test_rebuild_is_a_no_op_and_missing_source_is_explained(fake_source: Path, t
     stamp = (root / ".complete").stat().st_mtime_ns
     build_fashion50(tmp_path / "f50", per_class=5)
     assert (root / ".complete").stat().st_mtime_ns == stamp
-    monkeypatch.setenv("VIPNB_FASHION_MNIST", str(tmp_path / "nowhere"))
     monkeypatch.setattr("vipnb.data.fashion50.DEBIAN_DIR", tmp_path / "nowhere_either")
     monkeypatch.setattr("vipnb.data.fashion50._download", lambda target: "no network (test)")
-    with pytest.raises(VipnbError, match="apt-get install dataset-fashion-mnist"):
-        build_fashion50(tmp_path / "other", per_class=5)
+    with pytest.raises(VipnbError, match=r"nowhere, .*nowhere_either.*apt-get install "
+                                         r"dataset-fashion-mnist.*--fashion-mnist DIR"):
+        build_fashion50(tmp_path / "other", per_class=5, source_dir=tmp_path / "nowhere")
+
+
+def test_the_cli_reads_fashion_mnist_from_the_flag_or_the_environment(
+        fake_source: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("vipnb.data.fashion50.DEBIAN_DIR", tmp_path / "not_debian")
+    monkeypatch.setattr("vipnb.data.fashion50._download", lambda target: "no network (test)")
+    assert main(["data", "fashion50", "--out", str(tmp_path / "a"), "--per-class", "5",
+                 "--fashion-mnist", str(fake_source)]) == 0
+    monkeypatch.setenv("VIPNB_FASHION_MNIST", str(fake_source))
+    assert main(["data", "fashion50", "--out", str(tmp_path / "b"), "--per-class", "5"]) == 0
+    monkeypatch.delenv("VIPNB_FASHION_MNIST")
+    assert main(["data", "fashion50", "--out", str(tmp_path / "c"), "--per-class", "5"]) == 2
 
 
 def snapshot(folder: Path) -> dict:

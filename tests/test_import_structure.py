@@ -68,13 +68,11 @@ def test_the_report_layer_imports_no_training_or_study_code():
 
 
 # Configuration is read at the edge (the CLI, the runner, the notebooks) and passed down.
-# Allowed below it: the variables of the tools themselves (torchrun's, WordNet's), and, still
-# to move to the edge (issue 20), where the built-in datasets are built by default.
+# Allowed below it: the variables of the tools themselves (torchrun's, WordNet's), which
+# vipnb does not define and a user sets for those tools.
 READS_ALLOWED = {
     "vipnb/engine/distributed.py": "torchrun's WORLD_SIZE and LOCAL_RANK",
     "vipnb/report/wordnet_names.py": "WordNet's own WNSEARCHDIR",
-    "vipnb/data/registry.py": "the default folder of the built-in datasets",
-    "vipnb/data/fashion50.py": "VIPNB_FASHION_MNIST, where the Fashion-MNIST files are",
 }
 
 

@@ -3,6 +3,7 @@ the footwear together (with at most the bag, the other accessory), the upper-bod
 together (with at most the other garments, never footwear or the bag)."""
 
 import torch
+from conftest import DATA_DIR
 
 from vipnb.data.fashion50 import CLASS_NAMES
 from vipnb.engine import load_recipe, train
@@ -17,7 +18,7 @@ GARMENTS = UPPER_BODY | {1, 3}
 
 def test_induced_hierarchy_of_a_trained_model_groups_footwear_and_upper_body(tmp_path):
     assert [CLASS_NAMES[c] for c in sorted(FOOTWEAR)] == ["5-sandal", "7-sneaker", "9-ankle_boot"]
-    recipe = load_recipe("vipf_t5_resnext50", "cpu", {"seed": 0})
+    recipe = load_recipe("vipf_t5_resnext50", "cpu", {"seed": 0, "data_dir": DATA_DIR})
     run = train(recipe, runs_root=tmp_path, progress=False)
     assert run.summary()["test_top1"] > 0.5  # trained, not chance
     model = load_trained_model(recipe, run, len(CLASS_NAMES), torch.device("cpu"))

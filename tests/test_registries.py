@@ -66,3 +66,17 @@ def test_datasets_register_by_name_and_say_their_layout(tmp_path, monkeypatch):
         from vipnb.data.sources import dataset_root
 
         dataset_root(from_dict({"name": "r", "dataset": "cub", "data_root": str(tmp_path)}))
+
+
+def test_a_built_in_dataset_is_built_where_the_edge_says(tmp_path):
+    """Below the edge nothing looks up the data folder: the recipe carries it (`data_dir`), a
+    dependency inherits it, and without it the error says what to pass."""
+    from vipnb.data.registry import dataset_root
+
+    with pytest.raises(VipnbError, match=r"built under `data_dir`.*-p data_dir=DIR"):
+        dataset_root(from_dict({"name": "r", "dataset": "fashion_boxes"}))
+    given = from_dict({"name": "r", "dataset": "folder", "data_root": str(tmp_path / "mine")})
+    assert dataset_root(given) == tmp_path / "mine"
+    student = from_dict({"name": "s", "teacher": "moe_regnety160", "data_dir": str(tmp_path)})
+    assert student.dependency("teacher").data_dir == str(tmp_path)
+    assert student.replace(data_dir="/elsewhere").digest() == student.digest()  # where, not what

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import write_recipe_file
+from conftest import DATA_DIR, write_recipe_file
 from PIL import Image
 
 from vipnb.engine import load_recipe, train
@@ -246,11 +246,12 @@ def test_runs_table_lists_every_run_read_with_what_names_it(tmp_path, tiny_tree,
     assert row["run"] == run.path.name and row["seed"] == 3 and row["profile"] == "smoke"
     assert row["test_top1"] == pytest.approx(100 * run.summary()["test_top1"], abs=0.01)
     assert row["overrides"] == ""  # a recipe file outside vipnb/recipes: no shipped base
-    shipped = load_recipe("baseline_resnet", "smoke", {"seed": 1, "epochs": 3})
+    shipped = load_recipe("baseline_resnet", "smoke", {"seed": 1, "epochs": 3,
+                                                        "data_dir": str(DATA_DIR)})
     overrides = recipe_overrides(yaml.safe_load(yaml.safe_dump(shipped.to_dict())))
-    assert overrides == {"epochs": 3}
+    assert overrides == {"epochs": 3}  # where the data is built is no override
     assert recomputed_run_name({"recipe": "baseline_resnet", "profile": "smoke", "seed": 1,
-                                "overrides": json.dumps(overrides)}) == shipped.run_name
+                                "overrides": json.dumps(overrides)}, DATA_DIR) == shipped.run_name
 
 
 def test_the_index_counts_each_notebooks_verdicts(tmp_path, header):

@@ -41,7 +41,7 @@ def test_main_names_the_runs_of_every_committed_report_alike(notebook):
     runs = pd.read_csv(REPORTS / notebook / "runs.csv", keep_default_na=False)
     assert len(runs), f"{notebook}: runs.csv lists no runs"
     stale = [row["run"] for row in runs.to_dict("records")
-             if recomputed_run_name(row) != row["run"]]
+             if recomputed_run_name(row, paths.data_root()) != row["run"]]
     assert not stale, (f"reports/{notebook} is stale: main names {len(stale)} of its "
                        f"{len(runs)} runs differently (e.g. {stale[0]}); regenerate it with "
                        f"`make reproduce NOTEBOOKS={notebook[:2]}`")

@@ -48,10 +48,11 @@ class BenchResult:
         return asdict(self)
 
 
-def bench(model: str | None = None, profile: str = "cpu", epochs: int = 2,
+def bench(data_dir: str, model: str | None = None, profile: str = "cpu", epochs: int = 2,
           workers: int = 2) -> BenchResult:
-    """Measure the three rates for the `baseline_resnet` recipe (optionally another model)."""
-    overrides = {"model": model} if model else {}
+    """Measure the three rates for the `baseline_resnet` recipe (optionally another model) on
+    the fashion50 under `data_dir`."""
+    overrides = {"data_dir": data_dir, **({"model": model} if model else {})}
     recipe = load_recipe("baseline_resnet", profile, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with deterministic_kernels(recipe):

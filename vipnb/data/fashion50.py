@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from vipnb.eval.submission import write_labels_csv
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 VERSION = 1  # bump when the images change, so earlier builds are refused until rebuilt
 DOWNLOAD = ".download"  # torchvision's copy of the source: the same whatever the settings
-ENV_VAR = "VIPNB_FASHION_MNIST"
 # Folder-safe names; the digit prefix makes sorted order equal the official label order.
 CLASS_NAMES = [
     "0-tshirt_top", "1-trouser", "2-pullover", "3-dress", "4-coat",
@@ -50,10 +48,12 @@ class FashionMnist:
     source: str
 
 
-def find_fashion_mnist(download_to: Path | None = None) -> Path:
-    """The directory holding the four IDX files: $VIPNB_FASHION_MNIST, Debian's
-    `dataset-fashion-mnist`, or (where a network allows it) torchvision's download."""
-    candidates = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
+def find_fashion_mnist(given: str | Path | None = None,
+                       download_to: Path | None = None) -> Path:
+    """The directory holding the four IDX files: `given` (the CLI's --fashion-mnist or
+    $VIPNB_FASHION_MNIST, read there), Debian's `dataset-fashion-mnist`, or (where a network
+    allows it) torchvision's download."""
+    candidates = [Path(given)] if given else []
     candidates.append(DEBIAN_DIR)
     for directory in candidates:
         if all((directory / name).exists() for name in _FILES.values()):
@@ -68,8 +68,9 @@ def find_fashion_mnist(download_to: Path | None = None) -> Path:
     raise VipnbError(
         "Fashion-MNIST not found: looked in "
         + ", ".join(str(c) for c in candidates)
-        + f".{download_error} Install it with `apt-get install dataset-fashion-mnist`, or set "
-        f"{ENV_VAR} to a directory holding {', '.join(_FILES.values())}."
+        + f".{download_error} Install it with `apt-get install dataset-fashion-mnist`, or "
+        f"build with `vipnb data fashion50 --fashion-mnist DIR` (or VIPNB_FASHION_MNIST=DIR) "
+        f"where DIR holds {', '.join(_FILES.values())}."
     )
 
 
@@ -102,7 +103,7 @@ def draw_split(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarra
 
 
 def build_fashion50(out_dir: str | Path, per_class: int = 50, seed: int = 0,
-                    source_dir: Path | None = None, rebuild: bool = False) -> Path:
+                    source_dir: str | Path | None = None, rebuild: bool = False) -> Path:
     """Write fashion50 under `out_dir` (train/<class>/*.png, val/<class>/*.png,
     test/imgs/img_<i>.png, test/labels.csv, classes.txt); returns `out_dir`.
 
@@ -117,7 +118,7 @@ def build_fashion50(out_dir: str | Path, per_class: int = 50, seed: int = 0,
                                  assumed={"version": 1})
     if verdict == "reuse":
         return out_dir
-    data = load_fashion_mnist(source_dir or find_fashion_mnist(download_to=out_dir / DOWNLOAD))
+    data = load_fashion_mnist(find_fashion_mnist(source_dir, download_to=out_dir / DOWNLOAD))
     train_idx, val_idx = draw_split(data.train_labels, per_class, seed)
     if verdict == "rebuild":
         empty_folder(out_dir, keep={DOWNLOAD})

@@ -49,7 +49,7 @@ def build_fashion_boxes(out: str | Path, canvas: int = 64, train_per_class: int 
 
     `source` is the Fashion-MNIST arrays (a `FashionMnist`, or a tuple train_images,
     train_labels, test_images, test_labels); by default they are found as `fashion50` finds
-    them ($VIPNB_FASHION_MNIST, Debian's dataset-fashion-mnist, torchvision's download).
+    them (Debian's dataset-fashion-mnist, torchvision's download).
     A complete build with the same settings is reused. A build of other settings is refused
     unless `rebuild`, and a non-empty folder that is no fashion-boxes build is always refused.
     Builds happen in a temporary folder beside `out`, renamed into place, so `out` is never

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vipnb import paths
 from vipnb.errors import VipnbError
 
 
@@ -63,12 +62,22 @@ def _given_root(recipe, what: str) -> Path:
     return Path(recipe.data_root)
 
 
+def _built_in_folder(recipe, folder: str) -> Path:
+    """`data_root`, else `<data_dir>/<folder>`: the edge (CLI, notebooks) gives `data_dir`."""
+    if recipe.data_root:
+        return Path(recipe.data_root)
+    if not recipe.data_dir:
+        raise VipnbError(f"recipe {recipe.name}: dataset `{recipe.dataset}` is built under "
+                         "`data_dir`, which is not given; pass -p data_dir=DIR (the CLI and the "
+                         "notebooks pass $VIPNB_DATA or ./data) or -p data_root=DIR")
+    return Path(recipe.data_dir) / folder
+
+
 @register_dataset("fashion50")
 def _fashion50(recipe) -> Path:
     from vipnb.data.fashion50 import build_fashion50
 
-    return build_fashion50(Path(recipe.data_root) if recipe.data_root
-                           else paths.data_root() / "fashion50")
+    return build_fashion50(_built_in_folder(recipe, "fashion50"))
 
 
 @register_dataset("folder")
@@ -83,7 +92,7 @@ def _fashion_boxes(recipe) -> Path:
         return Path(recipe.data_root)
     from vipnb.data.fashion_boxes import build_fashion_boxes
 
-    return build_fashion_boxes(paths.data_root() / "fashion_boxes")
+    return build_fashion_boxes(_built_in_folder(recipe, "fashion_boxes"))
 
 
 @register_dataset("cub", boxes=True)

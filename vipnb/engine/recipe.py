@@ -34,8 +34,9 @@ PROFILES = ("smoke", "cpu", "paper")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
-# (`data_root` is replaced by a digest of the data's content: vipnb.data.fingerprint.)
-_NOT_HASHED = {"data_root", "workers", "description"}
+# (`data_root` and `data_dir` are replaced by a digest of the data's content:
+# vipnb.data.fingerprint.)
+_NOT_HASHED = {"data_root", "data_dir", "workers", "description"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
 _HASHED_WHEN_SET = {"loss_kwargs"}
@@ -61,7 +62,10 @@ class Recipe:
     # data
     dataset: str = "fashion50"  # a registered dataset (vipnb.data.registry): fashion50 | folder | …
     # | fashion_boxes | cub: images with one object box each (CUB-200-2011's file format)
-    data_root: str | None = None
+    data_root: str | None = None  # the dataset's folder; None: the built-in's under data_dir
+    # Where the built-in datasets are built (fashion50/, fashion_boxes/): resolved at the edge
+    # (the CLI, the notebooks: $VIPNB_DATA or ./data) and passed down, never looked up below.
+    data_dir: str | None = None
     data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
     cache_size: int = 32  # every image is resized to cache_size × cache_size once
     interpolation: str = "bilinear"
@@ -187,7 +191,8 @@ class Recipe:
     def dependency(self, key: str) -> Recipe:
         """The recipe named by `teacher`, `init_from` or `hierarchy_from`, at this profile,
         seed and data."""
-        carried = {k: getattr(self, k) for k in ("seed", "data_root", "workers", "data_cache")}
+        carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "workers",
+                                                    "data_cache")}
         return load_recipe(getattr(self, key), self.profile, carried)
 
     def replace(self, **changes: Any) -> Recipe:
@@ -210,6 +215,7 @@ _REGISTRIES = {
     "architecture": (architecture_names, "vipnb.engine.task_registry.register_task"),
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
+_PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 
@@ -372,11 +378,11 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         default = _FIELDS[key].default_factory() if callable(_FIELDS[key].default_factory) else ""
     try:
         if value is None:  # YAML's empty value: "" for text keys
-            if isinstance(default, str) or key == "data_root":
+            if isinstance(default, str) or key in _PATH_KEYS:
                 return "" if isinstance(default, str) else None
             raise ValueError("the value is empty; write one, or delete the line to keep "
                              f"the default {default!r}")
-        if key == "data_root":
+        if key in _PATH_KEYS:
             return str(value)
         if isinstance(default, bool):
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):

@@ -23,7 +23,7 @@ from vipnb.report.header import ReportHeader
 RUN_COLUMNS = ["run", "recipe", "profile", "seed", "overrides", "val_top1", "test_top1",
                "epochs", "wall_time_s", "device"]
 # Settings that never change a run's numbers or name.
-_NOT_OVERRIDES = {"description", "workers"}
+_NOT_OVERRIDES = {"description", "workers", "data_dir"}  # where, not what
 
 
 def run_row(run: RunDir) -> dict:
@@ -71,11 +71,12 @@ def with_dependencies(runs: list[RunDir]) -> list[RunDir]:
     return list(found.values())
 
 
-def recomputed_run_name(row: dict) -> str:
-    """The name this checkout gives the run of a `runs.csv` row."""
+def recomputed_run_name(row: dict, data_dir: str | os.PathLike) -> str:
+    """The name this checkout gives the run of a `runs.csv` row, with the built-in datasets
+    under `data_dir`."""
     overrides = json.loads(row["overrides"]) if row["overrides"] else {}
-    return load_recipe(row["recipe"], row["profile"],
-                       {**overrides, "seed": int(row["seed"])}).run_name
+    return load_recipe(row["recipe"], row["profile"], {"data_dir": str(data_dir), **overrides,
+                                                       "seed": int(row["seed"])}).run_name
 
 
 def write_runs_table(out_dir: str | os.PathLike, header: ReportHeader,
