@@ -51,3 +51,14 @@ def test_an_unwritable_path_is_one_line_naming_it(tiny_tree, tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--submission", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vipnb: error: ") and "a_file" in err and "Traceback" not in err
+
+
+def test_recipe_shows_what_a_recipe_changes_by_concern(capsys):
+    import yaml
+
+    assert main(["recipe", "moe_effnetb4_distill", "--profile", "smoke", "-p", "lr=0.3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["loss"] == {"loss": "positive_class", "teacher": "moe_effnetb4"}
+    assert shown["optimisation"]["lr"] == 0.3 and "self-supervision" not in shown
+    assert main(["recipe", "baseline_resnet", "-p", "decay_rate=0.5"]) == 2
+    assert "decay_rate=0.5 is set, but only sched: step reads it" in capsys.readouterr().err

@@ -1,11 +1,15 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_tree
 
 from vipnb.engine.recipe import (
+    CONCERNS,
     PROFILES,
     RECIPES_DIR,
+    Recipe,
     find_recipe,
     from_dict,
     load_recipe,
@@ -40,8 +44,21 @@ def test_unknown_key_lists_valid_keys(tmp_path: Path):
     with pytest.raises(VipnbError) as info:
         load_recipe(path, "cpu")
     message = str(info.value)
-    assert "learning_rate" in message and "Valid keys:" in message and "lr" in message
+    assert "learning_rate" in message and "optimisation: epochs, batch_size" in message
     assert str(path) in message
+
+
+def test_the_concerns_hold_every_key_once_in_the_recipes_order():
+    assert [key for keys in CONCERNS.values() for key in keys] == [
+        f.name for f in dataclasses.fields(Recipe)]
+
+
+def test_a_recipe_reads_by_concern():
+    recipe = load_recipe("moe_effnetb4_distill", "smoke")
+    changed = recipe.grouped(changed_only=True)
+    assert changed["loss"] == {"loss": "positive_class", "teacher": "moe_effnetb4"}
+    assert changed["self-supervision"] == {} and changed["optimisation"]["epochs"] == 2
+    assert recipe.grouped()["optimisation"]["lr"] == recipe.lr
 
 
 def test_bad_values_name_the_key():
@@ -62,9 +79,10 @@ def test_missing_profile_and_unknown_profile(tmp_path: Path):
         load_recipe(write(tmp_path, minimal()), "gpu")
 
 
-def test_hash_ignores_location_but_not_hyperparameters():
-    a = from_dict({"name": "x", "data_root": "/somewhere", "workers": 4})
-    b = from_dict({"name": "x", "data_root": "/elsewhere", "workers": 0})
+def test_hash_ignores_location_but_not_hyperparameters(tmp_path):
+    """The same data in two places, read by other numbers of workers, names one run."""
+    a, b = (from_dict({"name": "x", "dataset": "folder", "data_root": str(make_tree(tmp_path / f)),
+                       "workers": w}) for f, w in (("somewhere", 4), ("elsewhere", 0)))
     assert a.run_name == b.run_name
     assert a.digest() != a.replace(lr=0.2).digest()
     assert a.digest() != a.replace(seed=1).digest()

@@ -1,9 +1,10 @@
-"""`vipnb data | train | evaluate | run | bench | report` — the command line over the package."""
+"""`vipnb data | train | recipe | evaluate | run | bench | report` — the command line over the package."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ def _data(args) -> None:
         from vipnb.data.fashion50 import build_fashion50
 
         out = build_fashion50(args.out, per_class=args.per_class, seed=args.seed,
-                              rebuild=args.rebuild)
+                              source_dir=_fashion_mnist(args), rebuild=args.rebuild)
         print(f"fashion50 ready at {out}")
     elif args.dataset == "vipriors":
         from vipnb.data.vipriors import build_vipriors
@@ -32,9 +33,13 @@ def _data(args) -> None:
                                 mode=args.mode, rebuild=args.rebuild)
         print(report.summary())
     elif args.dataset == "fashion-boxes":
+        from vipnb.data.fashion50 import find_fashion_mnist, load_fashion_mnist
         from vipnb.data.fashion_boxes import build_fashion_boxes
 
-        out = build_fashion_boxes(args.out, seed=args.seed, rebuild=args.rebuild)
+        source = _fashion_mnist(args)
+        out = build_fashion_boxes(args.out, seed=args.seed, rebuild=args.rebuild,
+                                  source=load_fashion_mnist(find_fashion_mnist(source))
+                                  if source else None)
         print(f"fashion-boxes ready at {out} (read it with `vipnb data cub --root {out}`)")
     elif args.dataset == "cub":
         from vipnb.data.cub import cub_summary, read_cub
@@ -43,6 +48,19 @@ def _data(args) -> None:
             raise VipnbError("`vipnb data cub` needs --root DIR, the CUB_200_2011 folder "
                              "holding images.txt")
         print(cub_summary(read_cub(args.root, check_images=True)))
+
+
+def _fashion_mnist(args) -> str | None:
+    """--fashion-mnist, else $VIPNB_FASHION_MNIST: a folder of the four Fashion-MNIST files."""
+    return args.fashion_mnist or os.environ.get("VIPNB_FASHION_MNIST")
+
+
+def _data_dir() -> str:
+    """Where the built-in datasets are built (`VIPNB_DATA` or ./data), resolved here and
+    passed down in the recipe's `data_dir`."""
+    from vipnb import paths
+
+    return str(paths.data_root())
 
 
 def _runs_root(args) -> Path:
@@ -77,7 +95,7 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args) -> None:
     from vipnb.engine.recipe import parse_overrides
 
-    overrides = parse_overrides(args.param)
+    overrides = {"data_dir": _data_dir(), **parse_overrides(args.param)}
     if args.launcher:
         from vipnb.launch import submit, train_job
 
@@ -98,6 +116,23 @@ def _train_one(name: str, args, overrides: dict) -> None:
     run = train(recipe, runs_root=_runs_root(args), resume=not args.restart)
     print(json.dumps(run.summary(), indent=1))
     print(f"run directory: {run.path}")
+
+
+def _show_recipe(args) -> None:
+    """The recipe resolved for a profile, by concern: what it changes from the defaults, or
+    (--all) every setting."""
+    import yaml
+
+    from vipnb.engine.recipe import load_recipe, parse_overrides
+
+    recipe = load_recipe(args.recipe, args.profile,
+                         {"data_dir": _data_dir(), **parse_overrides(args.param)})
+    readable = {tuple: list, str: str.strip}  # YAML lists; a folded description's newline
+    grouped = {concern: {key: readable.get(type(value), lambda v: v)(value)
+                         for key, value in settings.items()}
+               for concern, settings in recipe.grouped(changed_only=not args.all).items()
+               if settings}
+    print(yaml.safe_dump(grouped, sort_keys=False, width=100), end="")
 
 
 def _evaluate(args) -> None:
@@ -160,13 +195,13 @@ def _bench(args) -> None:
     if args.choices:
         from vipnb.measure import measure_choices, write_choices_report
 
-        choices = measure_choices()
+        choices = measure_choices(_data_dir())
         print(json.dumps(choices, indent=1))
         if args.save:
             path = write_choices_report(choices, time.perf_counter() - started)
             print(f"written to {path}", file=sys.stderr)
         return
-    result = bench(model=args.model, epochs=args.epochs, workers=args.workers)
+    result = bench(_data_dir(), model=args.model, epochs=args.epochs, workers=args.workers)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
@@ -200,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0,
                       help="fashion50: split seed; fashion-boxes: draw and layout seed")
     data.add_argument("--per-class", type=int, default=50, help="fashion50: train/val per class")
+    data.add_argument("--fashion-mnist", metavar="DIR",
+                      help="fashion50, fashion-boxes: the folder of the four Fashion-MNIST .gz "
+                           "files (default: $VIPNB_FASHION_MNIST, then Debian's, then download)")
     data.add_argument("--imagenet", help="vipriors: ImageNet-2012 root with train/ and val/")
     data.add_argument("--splits", help="vipriors: folder of train/val/test.pickle")
     data.add_argument("--classes", type=int, help="vipriors: keep the first N classes")
@@ -219,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--restart", action="store_true", help="train an unfinished run anew")
     _add_cluster_arguments(train)
     train.set_defaults(func=_train)
+
+    show = commands.add_parser("recipe", help="show a recipe resolved for a profile, by concern")
+    show.add_argument("recipe", help="a recipe name (vipnb/recipes) or YAML path")
+    show.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    show.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--all", action="store_true", help="every setting, defaults included")
+    show.set_defaults(func=_show_recipe)
 
     evaluate = commands.add_parser("evaluate", help="score a finished run from its logits")
     evaluate.add_argument("run", help="run directory")

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ class Recipe:
 
     def digest(self) -> str:
         hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED
-                  and not (k in _HASHED_WHEN_SET and v == _FIELDS[k].default_factory())}
+                  and not (k in _HASHED_WHEN_SET and v == default_value(k))}
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
@@ -195,11 +195,44 @@ class Recipe:
                                                     "data_cache")}
         return load_recipe(getattr(self, key), self.profile, carried)
 
+    def grouped(self, changed_only: bool = False) -> dict[str, dict[str, Any]]:
+        """The settings by concern (`CONCERNS`); `changed_only`: those away from the default."""
+        values = self.to_dict()
+        return {concern: {key: values[key] for key in keys
+                          if not changed_only or values[key] != default_value(key)}
+                for concern, keys in CONCERNS.items()}
+
     def replace(self, **changes: Any) -> Recipe:
-        return from_dict({**self.to_dict(), **changes}, source="override")
+        return from_dict({**self.to_dict(), **changes}, source="override", written=changes)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+# The keys by concern, as the Recipe lists them: what `vipnb recipe` shows under each heading
+# and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
+CONCERNS: dict[str, tuple[str, ...]] = {
+    "run": ("name", "profile", "description"),
+    "data": ("dataset", "data_root", "data_dir", "data_cache", "cache_size", "interpolation",
+             "skip_bad_images", "class_subset", "val_into_train", "train_limit", "eval_limit",
+             "test_limit", "workers"),
+    "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
+              "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
+              "box_loss_weight", "freeze", "global_pool"),
+    "augmentation": ("input_size", "crop_pct", "scale", "ratio", "hflip", "mean", "std",
+                     "auto_augment", "vflip", "color_jitter", "gaussian_noise", "random_erasing",
+                     "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
+                     "mixup_off_epochs", "label_smoothing"),
+    "loss": ("loss", "loss_kwargs", "taylor_order", "bi_tempered_t1", "bi_tempered_t2",
+             "focal_gamma", "semantic_scale_store", "diversity_weight", "loss_weight",
+             "center_loss_weight", "center_loss_alpha", "tree_loss_weight", "hierarchy_from",
+             "teacher", "distill_label_weight", "coverage_classes", "coverage_per_hard",
+             "coverage_per_other"),
+    "self-supervision": ("stage", "moco_dim", "moco_queue", "moco_momentum", "moco_temperature"),
+    "optimisation": ("epochs", "batch_size", "accum_steps", "optimizer", "lr", "momentum",
+                     "weight_decay", "sched", "warmup_epochs", "warmup_lr", "min_lr",
+                     "cooldown_epochs", "decay_epochs", "decay_rate", "ema_decay"),
+    "compute": ("amp", "channels_last", "sync_bn", "compile", "seed", "deterministic"),
+    "evaluation": ("eval_batch_size", "eval_views", "val_every"),
+}
 _CHOICES = {
     "profile": PROFILES,
     "data_cache": ("memory", "stream"),
@@ -218,6 +251,25 @@ _REGISTRIES = {
 _PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
+# Keys that only one choice of another setting reads: what reads them, and when it does. A
+# recipe file's own settings or an override that sets one where nothing reads it is refused
+# (a key inherited through `extends` is not: a table row may switch off its parent's feature).
+# The coverage keys are not here: notebook 04 fills `coverage_classes` when it trains.
+_READ_ONLY_WHEN: dict[tuple[str, ...], tuple[str, Callable[[Recipe], bool]]] = {
+    ("gate_k", "box_task", "box_loss_weight", "class_subset"):
+        ("architecture: mtl_moe", lambda r: r.architecture == "mtl_moe"),
+    ("moco_dim", "moco_queue", "moco_momentum", "moco_temperature"):
+        ("stage: moco", lambda r: r.stage == "moco"),
+    ("shared_stages", "diversity_weight"): ("experts > 1", lambda r: r.experts > 1),
+    ("distill_label_weight",): ("a teacher", lambda r: bool(r.teacher)),
+    ("center_loss_alpha",): ("center_loss_weight > 0", lambda r: r.center_loss_weight > 0),
+    ("decay_epochs", "decay_rate"): ("sched: step", lambda r: r.sched == "step"),
+    ("warmup_lr",): ("warmup_epochs > 0", lambda r: r.warmup_epochs > 0),
+    ("mixup_prob", "mixup_off_epochs"):
+        ("mixup_alpha > 0 or cutmix_alpha > 0", lambda r: r.mixup_alpha > 0 or r.cutmix_alpha > 0),
+    ("mixup_switch_prob",):
+        ("mixup_alpha > 0 and cutmix_alpha > 0", lambda r: r.mixup_alpha > 0 and r.cutmix_alpha > 0),
+}
 
 
 @dataclass(frozen=True)
@@ -281,15 +333,16 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def from_dict(values: dict[str, Any], source: str = "recipe",
-              overridden: Collection[str] = ()) -> Recipe:
+              overridden: Collection[str] = (), written: Collection[str] | None = None) -> Recipe:
     """Validate `values` against the Recipe keys; an unknown key or bad value names itself,
-    and as coming from an override when its key is in `overridden`."""
+    and as coming from an override when its key is in `overridden`. The keys in `written`
+    (default: all of `values`) must be read by the recipe's other settings (`_READ_ONLY_WHEN`)."""
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
-        raise VipnbError(
-            f"{source}: unknown recipe key(s) {', '.join(unknown)}. "
-            f"Valid keys: {', '.join(sorted(_FIELDS))}"
-        )
+        by_concern = "; ".join(f"{concern}: {', '.join(keys)}"
+                               for concern, keys in CONCERNS.items())
+        raise VipnbError(f"{source}: unknown recipe key(s) {', '.join(unknown)}. "
+                         f"Valid keys by concern: {by_concern}")
     if "name" not in values:
         raise VipnbError(f"{source}: a recipe needs a `name`")
 
@@ -317,6 +370,7 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
         _check_range(key, value, where(key))
     _check_names(typed, where)
     recipe = Recipe(**typed)
+    _check_read(recipe, typed if written is None else written, where)
     if recipe.architecture == "mtl_moe" and recipe.gate_k > recipe.experts:
         raise VipnbError(f"{where('gate_k')}: gate_k={recipe.gate_k} routes each image to more "
                          f"than the experts={recipe.experts} there are; choose gate_k <= experts")
@@ -329,12 +383,30 @@ def _check_loss_keys(typed: dict[str, Any], where) -> None:
     loss = typed.get("loss", Recipe.loss)
     unread_kwargs = set(typed.get("loss_kwargs", {})) - set(loss_keys(loss))
     changed = {key for key, value in typed.items() if key in _FIELDS
-               and value != _FIELDS[key].default}
+               and value != default_value(key)}
     unused = sorted(unread_kwargs) + unused_loss_keys(loss, changed)
     if unused:
         raise VipnbError(f"{where(unused[0])}: {', '.join(unused)} set, but loss={loss!r} does "
                          f"not read them (it reads: {', '.join(loss_keys(loss)) or 'none'}); "
                          "remove them or choose the loss that does")
+
+
+def _check_read(recipe: Recipe, written: Collection[str], where) -> None:
+    """No key in `written` is set away from its default where the recipe's other settings
+    leave it unread (`decay_epochs` under a cosine schedule, `gate_k` outside MTL-MoE)."""
+    for keys, (reader, reads) in _READ_ONLY_WHEN.items():
+        for key in keys:
+            if (key in written and getattr(recipe, key) != default_value(key)
+                    and not reads(recipe)):
+                raise VipnbError(f"{where(key)}: {key}={getattr(recipe, key)!r} is set, but only "
+                                 f"{reader} reads it, which this recipe does not have; remove "
+                                 f"{key} or set {reader}")
+
+
+def default_value(key: str) -> Any:
+    """The default of a Recipe key."""
+    field = _FIELDS[key]
+    return field.default_factory() if callable(field.default_factory) else field.default
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
@@ -373,9 +445,9 @@ def _check_names(typed: dict[str, Any], where) -> None:
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    default = _FIELDS[key].default
-    if default is dataclasses.MISSING:
-        default = _FIELDS[key].default_factory() if callable(_FIELDS[key].default_factory) else ""
+    default = default_value(key)
+    if default is dataclasses.MISSING:  # `name`
+        default = ""
     try:
         if value is None:  # YAML's empty value: "" for text keys
             if isinstance(default, str) or key in _PATH_KEYS:
@@ -509,8 +581,9 @@ def load_recipe(name_or_path: str | Path, profile: str = "cpu",
     document = read_recipe_file(path)
     values = {"name": document["name"], **_settings(path, profile), "profile": profile,
               **(overrides or {})}
+    own = {**(document.get("base") or {}), **((document.get("profiles") or {}).get(profile) or {})}
     return from_dict(values, source=f"{path} (profile {profile})",
-                     overridden=set(overrides or {}))
+                     overridden=set(overrides or {}), written={*own, *(overrides or {})})
 
 
 def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

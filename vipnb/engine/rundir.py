@@ -79,7 +79,8 @@ class RunDir:
             raise self._damaged(self.recipe_file, e) from None
         if not isinstance(values, dict):
             raise self._damaged(self.recipe_file, "not a mapping of recipe keys")
-        return from_dict(values, source=str(self.recipe_file))
+        # checked when the run was trained; `extends` may have left unread keys in it
+        return from_dict(values, source=str(self.recipe_file), written=())
 
     def summary(self) -> dict:
         if not self.finished:

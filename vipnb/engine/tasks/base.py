@@ -8,7 +8,6 @@ how a batch becomes inputs and targets, its loss, its evaluation and what it sav
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from vipnb.engine.distributed import DistInfo
 from vipnb.engine.precision import memory_format
-from vipnb.engine.recipe import Recipe
+from vipnb.engine.recipe import Recipe, default_value
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 
@@ -118,12 +117,8 @@ class Task:
 
 def refuse_unsupported(recipe: Recipe, unsupported: dict[str, str]) -> None:
     for key, why in unsupported.items():
-        value, default = getattr(recipe, key), _default(key)
+        value, default = getattr(recipe, key), default_value(key)
         if value != default:
             raise VipnbError(f"{recipe.name}: `{key}: {value}` is not supported here: {why}. "
                              f"Remove it from the recipe (the default is {default!r}).")
 
-
-def _default(key: str) -> Any:
-    field = next(f for f in dataclasses.fields(Recipe) if f.name == key)
-    return field.default_factory() if callable(field.default_factory) else field.default
