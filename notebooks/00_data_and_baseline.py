@@ -35,6 +35,7 @@
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
+recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name
 
@@ -61,7 +62,8 @@ from vipnb.study.seed_groups import SeedGroup
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("00_data_and_baseline", profile))
 # where the built-in datasets are built ($VIPNB_DATA or ./data), resolved here and passed down
-overrides = {"data_dir": str(paths.data_root()), **({"data_root": data_root} if data_root else {})}
+overrides = {"data_dir": str(paths.data_root()), **({"data_root": data_root} if data_root else {}),
+             **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 recipes = [load_recipe("baseline_resnet", profile, {**overrides, "seed": s}) for s in seeds]
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
