@@ -22,7 +22,8 @@ def test_a_fraction_for_a_whole_number_is_refused(key, value):
 
 
 def test_whole_numbers_written_as_floats_or_text_become_ints():
-    made = recipe(epochs=2.0, batch_size="8", class_subset=[1.0, 2])
+    made = recipe(epochs=2.0, batch_size="8", class_subset=[1.0, 2], architecture="mtl_moe",
+                  experts=2)
     assert (made.epochs, made.batch_size, made.class_subset) == (2, 8, (1, 2))
     assert all(type(v) is int for v in (made.epochs, made.batch_size, *made.class_subset))
 

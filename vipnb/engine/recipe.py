@@ -36,10 +36,16 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` and `data_dir` are replaced by a digest of the data's content:
 # vipnb.data.fingerprint.)
-_NOT_HASHED = {"data_root", "data_dir", "workers", "description"}
+_NOT_HASHED = {"data_root", "data_dir", "workers", "description", "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
 _HASHED_WHEN_SET = {"loss_kwargs"}
+# Keys that change how a run is computed, not what: the evaluation batch, and the accumulation
+# steps that keep the global batch on fewer processes (the number of processes is not in the
+# name either; both change BatchNorm's micro-batch alike). They entered run names before this
+# was settled, so they are hashed at their default: a run trained with `-p accum_steps=4` is
+# the notebook's run, and no earlier run is renamed.
+_HASHED_AT_DEFAULT = {"accum_steps", "eval_batch_size"}
 # Enters every run name. Bump it in a change that alters what a run computes for the same
 # recipe and data (the trainer's order of draws, a model's initialisation, an evaluation), so
 # that no finished run of the old code is reused, and regenerate the reports: the report
@@ -59,6 +65,9 @@ class Recipe:
     name: str
     profile: str = "cpu"
     description: str = ""
+    # What the caller set over the recipe file (`-p`, a notebook's overrides): the part of it
+    # that is not the recipe's own model or loss reaches the runs this one starts from.
+    overrides: dict = field(default_factory=dict)
     # data
     dataset: str = "fashion50"  # a registered dataset (vipnb.data.registry): fashion50 | folder | …
     # | fashion_boxes | cub: images with one object box each (CUB-200-2011's file format)
@@ -139,7 +148,7 @@ class Recipe:
     moco_momentum: float = 0.999
     moco_temperature: float = 0.2
     # optimisation
-    epochs: int = 40
+    epochs: int = 40  # epochs trained, cooldown_epochs included
     batch_size: int = 64  # the global batch: split over processes and accumulation steps
     accum_steps: int = 1  # gradient accumulation: keep the global batch on fewer GPUs
     optimizer: str = "sgd"  # sgd | adamw | adam
@@ -167,7 +176,8 @@ class Recipe:
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs + self.cooldown_epochs
+        """The epochs trained: `epochs`, the cool-down at the end included."""
+        return self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +185,7 @@ class Recipe:
     def digest(self) -> str:
         hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED
                   and not (k in _HASHED_WHEN_SET and v == default_value(k))}
+        hashed.update({key: default_value(key) for key in _HASHED_AT_DEFAULT})
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
@@ -182,6 +193,8 @@ class Recipe:
         hashed["results_version"] = RESULTS_VERSION
         if self.architecture == "mtl_moe":
             hashed["mtl_results_version"] = MTL_RESULTS_VERSION
+        if self.cooldown_epochs:  # runs of the old reading (cool-down after `epochs`) differ
+            hashed["epochs_include_cooldown"] = True
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
@@ -190,10 +203,13 @@ class Recipe:
 
     def dependency(self, key: str) -> Recipe:
         """The recipe named by `teacher`, `init_from` or `hierarchy_from`, at this profile,
-        seed and data."""
+        seed and data, with this recipe's overrides except those of its own model and loss
+        (`-p epochs=1` shortens the teacher too; `-p model=...` names this recipe's model)."""
         carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "workers",
                                                     "data_cache")}
-        return load_recipe(getattr(self, key), self.profile, carried)
+        flowing = {k: v for k, v in self.overrides.items() if k not in _OWN_KEYS}
+        return load_recipe(getattr(self, key), self.profile, {**carried, **flowing},
+                           inherited=True)
 
     def grouped(self, changed_only: bool = False) -> dict[str, dict[str, Any]]:
         """The settings by concern (`CONCERNS`); `changed_only`: those away from the default."""
@@ -210,7 +226,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # The keys by concern, as the Recipe lists them: what `vipnb recipe` shows under each heading
 # and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
 CONCERNS: dict[str, tuple[str, ...]] = {
-    "run": ("name", "profile", "description"),
+    "run": ("name", "profile", "description", "overrides"),
     "data": ("dataset", "data_root", "data_dir", "data_cache", "cache_size", "interpolation",
              "skip_bad_images", "class_subset", "val_into_train", "train_limit", "eval_limit",
              "test_limit", "workers"),
@@ -249,6 +265,8 @@ _REGISTRIES = {
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
 _PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
+# Keys that describe a recipe itself: an override of one stays with the recipe it was given to.
+_OWN_KEYS = {*CONCERNS["run"], *CONCERNS["model"], *CONCERNS["loss"]}
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 # Keys that only one choice of another setting reads: what reads them, and when it does. A
@@ -371,6 +389,7 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
     _check_names(typed, where)
     recipe = Recipe(**typed)
     _check_read(recipe, typed if written is None else written, where)
+    _check_schedule(recipe, where)
     if recipe.architecture == "mtl_moe" and recipe.gate_k > recipe.experts:
         raise VipnbError(f"{where('gate_k')}: gate_k={recipe.gate_k} routes each image to more "
                          f"than the experts={recipe.experts} there are; choose gate_k <= experts")
@@ -401,6 +420,24 @@ def _check_read(recipe: Recipe, written: Collection[str], where) -> None:
                 raise VipnbError(f"{where(key)}: {key}={getattr(recipe, key)!r} is set, but only "
                                  f"{reader} reads it, which this recipe does not have; remove "
                                  f"{key} or set {reader}")
+
+
+def _check_schedule(recipe: Recipe, where) -> None:
+    """Warm-up, cool-down and the Mixup-free end fit inside `epochs` (a run of `-p epochs=1`
+    trains one epoch, not a warm-up of 25)."""
+    if recipe.warmup_epochs + recipe.cooldown_epochs >= recipe.epochs and recipe.warmup_epochs:
+        raise VipnbError(f"{where('epochs')}: warmup_epochs={recipe.warmup_epochs} + "
+                         f"cooldown_epochs={recipe.cooldown_epochs} leave no epoch of the schedule "
+                         f"in epochs={recipe.epochs}; shorten them (e.g. -p warmup_epochs=0)")
+    if recipe.cooldown_epochs >= recipe.epochs:
+        raise VipnbError(f"{where('epochs')}: cooldown_epochs={recipe.cooldown_epochs} is not "
+                         f"shorter than epochs={recipe.epochs} (which include it); shorten it "
+                         "(e.g. -p cooldown_epochs=0)")
+    if ((recipe.mixup_alpha or recipe.cutmix_alpha)
+            and recipe.mixup_off_epochs >= recipe.epochs):
+        raise VipnbError(f"{where('epochs')}: mixup_off_epochs={recipe.mixup_off_epochs} switch "
+                         f"Mixup/CutMix off for all of epochs={recipe.epochs}; shorten it (e.g. "
+                         "-p mixup_off_epochs=0) or set mixup_alpha and cutmix_alpha to 0")
 
 
 def default_value(key: str) -> Any:
@@ -573,17 +610,21 @@ def _check_sections(path: Path, document: dict[str, Any]) -> None:
 
 
 def load_recipe(name_or_path: str | Path, profile: str = "cpu",
-                overrides: dict[str, Any] | None = None) -> Recipe:
-    """Resolve a recipe file for `profile`: base ← profiles[profile] ← overrides."""
+                overrides: dict[str, Any] | None = None, inherited: bool = False) -> Recipe:
+    """Resolve a recipe file for `profile`: base ← profiles[profile] ← overrides.
+
+    `inherited`: the overrides come from a recipe that depends on this one; a key among them
+    that this recipe does not read is not refused (its dependent reads it)."""
     if profile not in PROFILES:
         raise VipnbError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     path = find_recipe(name_or_path)
     document = read_recipe_file(path)
+    overrides = dict(overrides or {})
     values = {"name": document["name"], **_settings(path, profile), "profile": profile,
-              **(overrides or {})}
+              **overrides, "overrides": overrides}
     own = {**(document.get("base") or {}), **((document.get("profiles") or {}).get(profile) or {})}
-    return from_dict(values, source=f"{path} (profile {profile})",
-                     overridden=set(overrides or {}), written={*own, *(overrides or {})})
+    return from_dict(values, source=f"{path} (profile {profile})", overridden=set(overrides),
+                     written={*own, *({} if inherited else overrides)})
 
 
 def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

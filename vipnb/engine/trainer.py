@@ -62,8 +62,9 @@ class Trainer:
         self.optimizer = create_optimizer_v2(self.task.parameters(self.model), opt=recipe.optimizer,
                                              lr=recipe.lr, weight_decay=recipe.weight_decay,
                                              momentum=recipe.momentum)
+        # timm adds the cool-down after num_epochs; a recipe's epochs include it
         self.scheduler, self.total_epochs = create_scheduler_v2(
-            self.optimizer, sched=recipe.sched, num_epochs=recipe.epochs,
+            self.optimizer, sched=recipe.sched, num_epochs=recipe.epochs - recipe.cooldown_epochs,
             decay_epochs=recipe.decay_epochs, decay_rate=recipe.decay_rate,
             warmup_epochs=recipe.warmup_epochs, warmup_lr=recipe.warmup_lr,
             min_lr=recipe.min_lr, cooldown_epochs=recipe.cooldown_epochs,

@@ -33,8 +33,14 @@ def train(recipe: Recipe, runs_root: str | Path, resume: bool = True,
     task = task_class(recipe)
     task.check(recipe)
     # Runs this one starts from (a teacher, pretrained weights) are trained first, or reused.
-    starts_from = {key: train(recipe.dependency(key), runs_root, resume, progress, device)
-                   for key in DEPENDENCY_KEYS if getattr(recipe, key)}
+    starts_from = {}
+    for key in (key for key in DEPENDENCY_KEYS if getattr(recipe, key)):
+        needed = recipe.dependency(key)
+        if progress and not RunDir(Path(runs_root) / needed.run_name).finished:
+            print(f"{recipe.name}: its {key} {needed.name} trains first: "
+                  f"{needed.total_epochs} epochs at {needed.input_size} px, batch "
+                  f"{needed.batch_size}, with {needed.overrides or 'no overrides'}", flush=True)
+        starts_from[key] = train(needed, runs_root, resume, progress, device)
     dist_info, default_device = init_distributed()
     device = torch.device(device) if device else default_device
     # One process trains a run at a time; under torchrun, rank 0 holds the lock for all.
