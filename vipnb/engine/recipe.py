@@ -11,6 +11,7 @@ names the run directory, so a finished run is reused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 _NOT_HASHED = {"data_root", "data_dir", "workers", "description"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
-_HASHED_WHEN_SET = {"loss_kwargs"}
+_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file"}
 # Enters every run name. Bump it in a change that alters what a run computes for the same
 # recipe and data (the trainer's order of draws, a model's initialisation, an evaluation), so
 # that no finished run of the old code is reused, and regenerate the reports: the report
@@ -92,6 +93,7 @@ class Recipe:
     box_loss_weight: float = 1.0  # weight of the complete-IoU box loss beside cross-entropy
     freeze: str = ""  # "" | experts: fine-tune `init_from` with experts and condense layer frozen
     global_pool: str = ""  # "": the model's own | catavgmax: VIPF's "dual pool" (avg ‖ max)
+    pretrained_file: str = ""  # mtl_moe: a local timm state dict the backbone starts from
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -178,6 +180,8 @@ class Recipe:
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
+        if "pretrained_file" in hashed:  # its content names the run, not where it lies
+            hashed["pretrained_file"] = _file_digest(self.pretrained_file, self.name)
         hashed["data"] = data_fingerprint(self)
         hashed["results_version"] = RESULTS_VERSION
         if self.architecture == "mtl_moe":
@@ -216,7 +220,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
              "test_limit", "workers"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
-              "box_loss_weight", "freeze", "global_pool"),
+              "box_loss_weight", "freeze", "global_pool", "pretrained_file"),
     "augmentation": ("input_size", "crop_pct", "scale", "ratio", "hflip", "mean", "std",
                      "auto_augment", "vflip", "color_jitter", "gaussian_noise", "random_erasing",
                      "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
@@ -401,6 +405,23 @@ def _check_read(recipe: Recipe, written: Collection[str], where) -> None:
                 raise VipnbError(f"{where(key)}: {key}={getattr(recipe, key)!r} is set, but only "
                                  f"{reader} reads it, which this recipe does not have; remove "
                                  f"{key} or set {reader}")
+
+
+def _file_digest(path: str, recipe: str) -> str:
+    """sha256 of the file a recipe names (`pretrained_file`), computed once while the file
+    keeps its size and modification time."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise VipnbError(f"{recipe}: pretrained_file={path!r} is not a file; give the path of a "
+                         "local state dict file, or leave it empty")
+    stat = file.stat()
+    return _sha256(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def default_value(key: str) -> Any:
