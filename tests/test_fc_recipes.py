@@ -13,7 +13,7 @@ TABLES = {
     ("resnest200e", "ce"): ("resnest200e", (68.44, 68.52, 67.138)),
     ("densenet161", "ce"): ("densenet161", (64.218, 65.146, 64.066)),
     ("skresnext50", "ce"): ("skresnext50_32x4d", (63.1, 63.562, 62.774)),
-    ("seresnet152d", "ce"): ("seresnet152d", (66.174, 66.536, 65.788)),
+    ("seresnet152d", "ce"): ("seresnet152", (66.174, 66.536, 65.788)),
     ("seresnet101", "ce"): ("seresnet101", (65.938, 67.33, 64.066)),
     ("seresnext101", "ce"): ("seresnext101_32x4d", (66.626, 67.304, 65.112)),
     ("rexnet200", "ce"): ("rexnet_200", (65.992, 66.596, 64.692)),

@@ -11,6 +11,7 @@ names the run directory, so a finished run is reused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 _NOT_HASHED = {"data_root", "data_dir", "workers", "description", "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
-_HASHED_WHEN_SET = {"loss_kwargs"}
+_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file"}
 # Keys that change how a run is computed, not what: the evaluation batch, and the accumulation
 # steps that keep the global batch on fewer processes (the number of processes is not in the
 # name either; both change BatchNorm's micro-batch alike). They entered run names before this
@@ -101,6 +102,7 @@ class Recipe:
     box_loss_weight: float = 1.0  # weight of the complete-IoU box loss beside cross-entropy
     freeze: str = ""  # "" | experts: fine-tune `init_from` with experts and condense layer frozen
     global_pool: str = ""  # "": the model's own | catavgmax: VIPF's "dual pool" (avg ‖ max)
+    pretrained_file: str = ""  # mtl_moe: a local timm state dict the backbone starts from
     # augmentation
     input_size: int = 32
     crop_pct: float = 1.0
@@ -189,6 +191,8 @@ class Recipe:
         for key in DEPENDENCY_KEYS:
             if hashed[key]:
                 hashed[key] = self.dependency(key).run_name
+        if "pretrained_file" in hashed:  # its content names the run, not where it lies
+            hashed["pretrained_file"] = _file_digest(self.pretrained_file, self.name)
         hashed["data"] = data_fingerprint(self)
         hashed["results_version"] = RESULTS_VERSION
         if self.architecture == "mtl_moe":
@@ -232,7 +236,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
              "test_limit", "workers"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
-              "box_loss_weight", "freeze", "global_pool"),
+              "box_loss_weight", "freeze", "global_pool", "pretrained_file"),
     "augmentation": ("input_size", "crop_pct", "scale", "ratio", "hflip", "mean", "std",
                      "auto_augment", "vflip", "color_jitter", "gaussian_noise", "random_erasing",
                      "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
@@ -274,7 +278,7 @@ DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 # (a key inherited through `extends` is not: a table row may switch off its parent's feature).
 # The coverage keys are not here: notebook 04 fills `coverage_classes` when it trains.
 _READ_ONLY_WHEN: dict[tuple[str, ...], tuple[str, Callable[[Recipe], bool]]] = {
-    ("gate_k", "box_task", "box_loss_weight", "class_subset"):
+    ("gate_k", "box_task", "box_loss_weight", "class_subset", "pretrained_file"):
         ("architecture: mtl_moe", lambda r: r.architecture == "mtl_moe"),
     ("moco_dim", "moco_queue", "moco_momentum", "moco_temperature"):
         ("stage: moco", lambda r: r.stage == "moco"),
@@ -438,6 +442,26 @@ def _check_schedule(recipe: Recipe, where) -> None:
         raise VipnbError(f"{where('epochs')}: mixup_off_epochs={recipe.mixup_off_epochs} switch "
                          f"Mixup/CutMix off for all of epochs={recipe.epochs}; shorten it (e.g. "
                          "-p mixup_off_epochs=0) or set mixup_alpha and cutmix_alpha to 0")
+
+
+def _file_digest(path: str, recipe: str) -> str:
+    """sha256 of the file a recipe names (`pretrained_file`), computed once while the file
+    keeps its size and modification time."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise VipnbError(f"{recipe}: pretrained_file={path!r} is not a file; give the path of a "
+                         "local state dict file, or leave it empty")
+    stat = file.stat()
+    return _sha256(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_value(key: str) -> Any:
