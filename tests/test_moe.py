@@ -66,7 +66,8 @@ def test_shared_stages_out_of_range_names_the_stages():
 def test_objective_sums_experts_and_adds_weighted_diversity():
     logits = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
     targets = torch.softmax(torch.randn(5, 4), -1)
-    recipe = from_dict({"name": "x", "loss": "positive_class", "diversity_weight": 0.2})
+    recipe = from_dict({"name": "x", "loss": "positive_class", "diversity_weight": 0.2,
+                        "experts": 3})
     expected = sum(positive_class_loss(z, targets) for z in logits) + 0.2 * diversity_loss(logits)
     assert Objective(recipe, 4)(logits, targets).item() == pytest.approx(expected.item(), abs=1e-6)
 

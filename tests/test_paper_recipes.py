@@ -75,11 +75,6 @@ def test_moe_paper():
         assert {key: getattr(recipe, key) for key in expected} == expected, name
         assert recipe.scale == pytest.approx(((320 / 352) ** 2,) * 2, abs=1e-4)
         assert recipe.mixup_alpha > 0 and recipe.cutmix_alpha > 0, name
-        if recipe.experts > 1:
-            # The gap, said in the recipes: a one-backbone MoCo run does not load into the
-            # mixture's trunk + experts (test_a_moco_backbone_does_not_load_into_experts).
-            assert recipe.init_from == "", name
-            continue
         moco = recipe.dependency("init_from")
         assert (moco.stage, moco.init_from, moco.experts) == ("moco", "", 1), name
         same_input = ("model", "model_kwargs", "interpolation", "cache_size", "input_size",
@@ -123,15 +118,30 @@ def test_moco_backbones_load_into_every_single_backbone_row():
 
 
 @quiet_meta
-def test_a_moco_backbone_does_not_load_into_experts():
-    """Why the N = 3/5 rows have no MoCo initialisation at paper: the mixture keeps the
-    backbone's weights under trunk.<i> and experts.<n>.layer3/4. When vipnb.models.moe maps a
-    backbone onto them, this test fails: then give those rows their MoCo run."""
+def test_a_moco_backbone_loads_into_the_rows_with_experts():
+    """The N = 3/5 rows start from their backbone's MoCo run too: its stem and stages 1-2
+    become the shared trunk, its stages 3-4 every expert's."""
     recipe = load_recipe("moe_rs_sd50_n3", "paper")
+    assert load_recipe(recipe.init_from, "paper").stage == "moco"
     model, backbone = _on_meta(recipe)
     with mock.patch.object(build, "trained_weights", lambda run: backbone):
-        with pytest.raises(VipnbError, match="do not fit this model"):
-            build.initialise_from(model, MOCO_RUN)
+        build.initialise_from(model, MOCO_RUN)
+
+
+def test_the_backbone_lands_in_the_trunk_and_in_every_expert():
+    recipe = from_dict({"name": "r", "model": "resnet10t", "experts": 3, "shared_stages": 2})
+    model = build.build_model(recipe, 5)
+    backbone = timm.create_model("resnet10t", num_classes=0).state_dict()
+    with mock.patch.object(build, "trained_weights", lambda run: backbone):
+        build.initialise_from(model, MOCO_RUN)
+    state = model.state_dict()
+    assert torch.equal(state["trunk.0.0.weight"], backbone["conv1.0.weight"])
+    assert torch.equal(state["trunk.5.0.conv1.weight"], backbone["layer2.0.conv1.weight"])
+    for n in range(3):
+        assert torch.equal(state[f"experts.{n}.layer4.0.conv2.weight"],
+                           backbone["layer4.0.conv2.weight"])
+    heads = [state[f"experts.{n}.fc.weight"] for n in range(3)]
+    assert not torch.equal(heads[0], heads[1])  # each expert's own draw breaks the symmetry
 
 
 # -- Fusion and result coverage --------------------------------------------------------------

@@ -67,7 +67,10 @@ def initialise_from(model: nn.Module, run: RunDir) -> None:
     """Start `model` from a finished run's weights: a mixture of experts before its fusion
     head is trained, or a backbone pretrained without labels (MoCo). Only the layers the
     source lacks (fusion head, classifier) may stay as initialised."""
-    missing, unexpected = model.load_state_dict(trained_weights(run), strict=False)
+    weights = trained_weights(run)
+    if isinstance(model, MixtureOfExperts) and not any(k.startswith("trunk.") for k in weights):
+        weights = model.backbone_weights(weights)  # one backbone (MoCo) into every expert
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     allowed = {"fusion.", "fc.", "classifier.", "head.", "last_linear."}
     untrained = [key for key in missing if not any(key.startswith(a) or f".{a}" in key
                                                     for a in allowed)]

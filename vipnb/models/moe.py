@@ -38,6 +38,7 @@ class MixtureOfExperts(nn.Module):
             raise VipnbError(f"shared_stages={shared_stages}: choose 0 to {len(stages) - 1} "
                              f"for {type(models[0]).__name__} (stages {', '.join(stages)})")
         shared = (*_STEM, *stages[:shared_stages])
+        self.shared_names = shared
         self.trunk = nn.Sequential(*(getattr(models[0], name) for name in shared))
         for model in models:
             for name in shared:
@@ -49,6 +50,21 @@ class MixtureOfExperts(nn.Module):
             self.fusion = nn.Linear(width, models[0].num_classes)
             self.trunk.requires_grad_(False)
             self.experts.requires_grad_(False)
+
+    def backbone_weights(self, backbone: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One backbone's weights (a MoCo-v2 run's, §3.1: "each model would be self-supervised
+        pretrained by MoCo-v2 [...] and then used for parameters initialization") under this
+        mixture's keys: the stem and shared stages into the trunk, every later stage into each
+        expert. The experts' classifiers stay as initialised, each its own draw, which is what
+        makes the experts' gradients differ from the first step."""
+        mapped = {}
+        for key, value in backbone.items():
+            module, _, rest = key.partition(".")
+            if module in self.shared_names:
+                mapped[f"trunk.{self.shared_names.index(module)}.{rest}"] = value
+            else:
+                mapped.update({f"experts.{n}.{key}": value for n in range(len(self.experts))})
+        return mapped
 
     def train(self, mode: bool = True) -> MixtureOfExperts:
         super().train(mode)
