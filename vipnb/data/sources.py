@@ -13,6 +13,7 @@ from vipnb.data.layout import ImageList, scan_split
 from vipnb.data.registry import dataset_entry
 from vipnb.data.run_data import RunData, SplitSource
 from vipnb.data.val_into_train import move_val_into_train
+from vipnb.data.workers import worker_count
 from vipnb.errors import VipnbError
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def load_run_data(recipe) -> RunData:
             sources[split] = SplitSource(split, torch.from_numpy(files.labels), files.ids,
                                          files.classes, [], files=files, size=recipe.cache_size,
                                          interpolation=recipe.interpolation,
-                                         workers=recipe.workers)
+                                         workers=worker_count(recipe.workers))
         if sources[split].skipped:
             log.warning("%s: skipped %d unreadable images", split, len(sources[split].skipped))
     data = RunData(sources["train"], sources["val"], sources["test"], root)

@@ -75,7 +75,7 @@ class Recipe:
     train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
     test_limit: int = 0  # 0: all (or eval_limit); else the first N test images, N/C per class
-    workers: int = 0
+    workers: int | str = "auto"  # stream's DataLoader workers; auto: this process's CPU share
     # model
     architecture: str = "timm"  # a registered task (vipnb.engine.task_registry): timm | mtl_moe
     model: str = "resnet18"
@@ -249,6 +249,7 @@ _REGISTRIES = {
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
 _PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
+_AUTO_KEYS = ("workers",)  # a whole number, or `auto`
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 # Keys that only one choice of another setting reads: what reads them, and when it does. A
@@ -411,7 +412,7 @@ def default_value(key: str) -> Any:
 
 def _check_range(key: str, value: Any, where: str) -> None:
     allowed = _RANGES.get(key)
-    if allowed is None:
+    if allowed is None or (key in _AUTO_KEYS and value == "auto"):
         return
     if isinstance(allowed, tuple):
         fits = len(value) == len(allowed) and all(v in r for v, r in zip(value, allowed, strict=True))
@@ -448,6 +449,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     default = default_value(key)
     if default is dataclasses.MISSING:  # `name`
         default = ""
+    if key in _AUTO_KEYS:
+        if value in ("auto", None):  # None: YAML's empty value keeps the default
+            return "auto"
+        default = 0  # else a whole number
     try:
         if value is None:  # YAML's empty value: "" for text keys
             if isinstance(default, str) or key in _PATH_KEYS:
