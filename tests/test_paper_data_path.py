@@ -5,13 +5,22 @@ batch larger than the data named."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+import torch
 from conftest import make_tree
 
+from vipnb import cli
+from vipnb.data.cache import decode_split
+from vipnb.data.layout import scan_split
 from vipnb.data.sources import load_run_data
 from vipnb.engine.recipe import from_dict
+from vipnb.errors import VipnbError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
@@ -52,3 +61,124 @@ def test_paper_recipes_leave_workers_to_the_machine():
 
     for name in ("vipf_resnext50", "fc_resnest101e_ce"):
         assert load_recipe(name, "paper", {"data_root": "/nowhere"}).workers == "auto"
+
+
+# -- 1. the decoded-image cache ---------------------------------------------------------------
+
+READER = """
+import hashlib, sys, time
+from pathlib import Path
+from vipnb.data.cache import decode_split
+from vipnb.data.layout import scan_split
+files = scan_split(sys.argv[1], "train")
+print("ready", flush=True)
+while not Path(sys.argv[3]).exists():  # both start decoding at once
+    time.sleep(0.01)
+split = decode_split(files, 32, cache_dir=Path(sys.argv[2]), threads=1)
+digest = hashlib.sha256(split.images.numpy().tobytes() + split.labels.numpy().tobytes()
+                        + "|".join(split.ids).encode())
+print("digest", digest.hexdigest(), flush=True)
+"""
+
+
+def test_two_processes_share_one_cache_built_once(tmp_path):
+    tree = make_tree(tmp_path / "tree", per_class=40, size=48)
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(tree), str(cache), str(go)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env) for _ in range(2)]
+    for reader in readers:
+        assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
+    go.touch()
+    outputs = [reader.communicate(timeout=300) for reader in readers]
+    assert all(reader.returncode == 0 for reader in readers), [err for _, err in outputs]
+    printed = [out for out, _ in outputs]
+    digests = [line for out in printed for line in out.splitlines() if line.startswith("digest")]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert sum(out.count("decoding 120 images at 32 px") for out in printed) == 1
+    assert len(list(cache.glob("train-32px-*.u8"))) == 1
+    # and what they read is what decoding in memory gives
+    here = decode_split(scan_split(tree, "train"), 32)
+    mine = hashlib.sha256(here.images.numpy().tobytes() + here.labels.numpy().tobytes()
+                          + "|".join(here.ids).encode())
+    assert digests[0] == f"digest {mine.hexdigest()}"
+
+
+def test_cache_prints_its_size_and_is_mapped_from_its_file(tmp_path, capsys):
+    files = scan_split(make_tree(tmp_path / "tree"), "train")
+    first = decode_split(files, 16, cache_dir=tmp_path / "cache")
+    pixels_file = next((tmp_path / "cache").glob("train-16px-*.u8"))
+    assert (f"decoding 18 images at 16 px: 0.00 GB into {pixels_file}"
+            in capsys.readouterr().out)
+    again = decode_split(files, 16, cache_dir=tmp_path / "cache")
+    assert "decoding" not in capsys.readouterr().out  # read, not decoded again
+    assert torch.equal(first.images, again.images) and again.ids == first.ids
+    assert pixels_file.stat().st_size == 18 * 3 * 16 * 16
+    assert pixels_file.read_bytes() == again.images.numpy().tobytes()
+
+
+def test_two_datasets_or_two_sizes_never_share_a_cache_file(tmp_path):
+    cache = tmp_path / "cache"
+    one = make_tree(tmp_path / "one" / "imagenet_50", seed=0)
+    other = make_tree(tmp_path / "other" / "imagenet_50", seed=1)  # same name, other images
+    a = load_run_data(tiny_recipe(one, cache_dir=str(cache)))
+    b = load_run_data(tiny_recipe(other, cache_dir=str(cache)))
+    c = load_run_data(tiny_recipe(one, cache_dir=str(cache), cache_size=20, input_size=16))
+    assert not torch.equal(a.train.images, b.train.images)
+    assert c.train.images.shape[-1] == 20
+    assert len(list((cache / "imagenet_50").glob("train-*.u8"))) == 3
+    assert len(list((cache / "imagenet_50").glob("*.u8"))) == 9  # train, val, test of each
+
+
+def test_a_read_only_dataset_folder_trains_from_a_cache_elsewhere(tmp_path):
+    tree = make_tree(tmp_path / "imagenet_50")
+    before = snapshot(tree)
+    folders = [tree, *(p for p in tree.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        data = load_run_data(tiny_recipe(tree, cache_dir=str(tmp_path / "cache")))
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert snapshot(tree) == before  # nothing written into the dataset folder
+    assert len(data.train) == 18 and len(data.test) == 9
+    assert len(list((tmp_path / "cache" / "imagenet_50").glob("*.u8"))) == 3
+
+
+def test_without_cache_dir_a_read_only_dataset_folder_is_refused_naming_cache_dir(
+        tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "imagenet_50")
+    monkeypatch.setattr("vipnb.data.sources.os.access", lambda path, mode: False)
+    with pytest.raises(VipnbError, match=rf"{tree} is read-only.*`cache_dir`"):
+        load_run_data(tiny_recipe(tree))
+    assert not (tree / ".vipnb_cache").exists()
+
+
+def test_without_cache_dir_a_writable_dataset_folder_keeps_its_cache_inside(tmp_path):
+    tree = make_tree(tmp_path / "tiny")
+    load_run_data(tiny_recipe(tree))
+    assert len(list((tree / ".vipnb_cache").glob("*.u8"))) == 3
+
+
+def test_vipnb_train_passes_a_cache_folder_beside_the_data(tmp_path, monkeypatch):
+    passed = []
+    monkeypatch.setattr(cli, "_train_one", lambda name, args, overrides: passed.append(overrides))
+    monkeypatch.setenv("VIPNB_DATA", str(tmp_path / "data"))
+    cli.main(["train", "baseline_resnet"])
+    cli.main(["train", "baseline_resnet", "-p", f"data_dir={tmp_path / 'elsewhere'}"])
+    cli.main(["train", "baseline_resnet", "-p", f"cache_dir={tmp_path / 'fast'}"])
+    assert [o["cache_dir"] for o in passed] == [str(tmp_path / "data" / ".cache"),
+                                                str(tmp_path / "elsewhere" / ".cache"),
+                                                str(tmp_path / "fast")]
+
+
+def test_cache_dir_names_no_run_and_reaches_the_runs_it_starts_from(tmp_path):
+    tree = make_tree(tmp_path / "tiny")
+    here, there = (tiny_recipe(tree, cache_dir=str(tmp_path / d)) for d in ("a", "b"))
+    assert here.run_name == there.run_name == tiny_recipe(tree).run_name
+    assert "cache_dir" in here.grouped()["data"]
+    teacher = from_dict({"name": "x", "teacher": "baseline_resnet", "data_dir": str(tmp_path),
+                         "cache_dir": str(tmp_path / "c")}).dependency("teacher")
+    assert teacher.cache_dir == str(tmp_path / "c")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -29,9 +30,23 @@ def dataset_root(recipe) -> Path:
     return entry.root(recipe)
 
 
+def cache_folder(recipe, root: Path) -> Path:
+    """Where `data_cache: memory` keeps `root`'s decoded images: under the recipe's
+    `cache_dir` (one folder per dataset folder name; the file names hold the content's digest),
+    else in the dataset folder itself, which must then be writable."""
+    if recipe.cache_dir:
+        return Path(recipe.cache_dir) / (root.resolve().name or "data")
+    if os.access(root, os.W_OK):
+        return root / ".vipnb_cache"
+    raise VipnbError(f"recipe {recipe.name}: the dataset folder {root} is read-only, so the "
+                     "decoded images cannot be cached in it; set the recipe key `cache_dir` to "
+                     "a writable folder with room for them (-p cache_dir=DIR; `vipnb train` "
+                     "passes <data_dir>/.cache), or `data_cache: stream`")
+
+
 def load_run_data(recipe) -> RunData:
     root = dataset_root(recipe)
-    cache_dir = root / ".vipnb_cache"
+    cache_dir = cache_folder(recipe, root) if recipe.data_cache == "memory" else None
     sources = {}
     split_files = {split: scan_split(root, split) for split in ("train", "val", "test")}
     if recipe.val_into_train:

@@ -36,7 +36,7 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` and `data_dir` are replaced by a digest of the data's content:
 # vipnb.data.fingerprint.)
-_NOT_HASHED = {"data_root", "data_dir", "workers", "description"}
+_NOT_HASHED = {"data_root", "data_dir", "cache_dir", "workers", "description"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
 _HASHED_WHEN_SET = {"loss_kwargs"}
@@ -66,6 +66,9 @@ class Recipe:
     # Where the built-in datasets are built (fashion50/, fashion_boxes/): resolved at the edge
     # (the CLI, the notebooks: $VIPNB_DATA or ./data) and passed down, never looked up below.
     data_dir: str | None = None
+    # Where `data_cache: memory` keeps the decoded images (vipnb.data.cache), passed down as
+    # data_dir is (the CLI: <data_dir>/.cache); None: in the dataset folder, if it is writable.
+    cache_dir: str | None = None
     data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
     cache_size: int = 32  # every image is resized to cache_size × cache_size once
     interpolation: str = "bilinear"
@@ -191,8 +194,8 @@ class Recipe:
     def dependency(self, key: str) -> Recipe:
         """The recipe named by `teacher`, `init_from` or `hierarchy_from`, at this profile,
         seed and data."""
-        carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "workers",
-                                                    "data_cache")}
+        carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "cache_dir",
+                                                    "workers", "data_cache")}
         return load_recipe(getattr(self, key), self.profile, carried)
 
     def grouped(self, changed_only: bool = False) -> dict[str, dict[str, Any]]:
@@ -211,9 +214,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
 CONCERNS: dict[str, tuple[str, ...]] = {
     "run": ("name", "profile", "description"),
-    "data": ("dataset", "data_root", "data_dir", "data_cache", "cache_size", "interpolation",
-             "skip_bad_images", "class_subset", "val_into_train", "train_limit", "eval_limit",
-             "test_limit", "workers"),
+    "data": ("dataset", "data_root", "data_dir", "cache_dir", "data_cache", "cache_size",
+             "interpolation", "skip_bad_images", "class_subset", "val_into_train", "train_limit",
+             "eval_limit", "test_limit", "workers"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
               "box_loss_weight", "freeze", "global_pool"),
@@ -248,7 +251,7 @@ _REGISTRIES = {
     "architecture": (architecture_names, "vipnb.engine.task_registry.register_task"),
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
-_PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
+_PATH_KEYS = ("data_root", "data_dir", "cache_dir")  # a folder, or None
 _AUTO_KEYS = ("workers",)  # a whole number, or `auto`
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
 DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
