@@ -182,3 +182,53 @@ def test_cache_dir_names_no_run_and_reaches_the_runs_it_starts_from(tmp_path):
     teacher = from_dict({"name": "x", "teacher": "baseline_resnet", "data_dir": str(tmp_path),
                          "cache_dir": str(tmp_path / "c")}).dependency("teacher")
     assert teacher.cache_dir == str(tmp_path / "c")
+
+
+# -- 3. an interrupted build --------------------------------------------------------------------
+
+@pytest.mark.skipif(not (SPLITS_DIR / "train.pickle").is_file(),
+                    reason=f"official VIPriors split files not found in {SPLITS_DIR}")
+def test_an_interrupted_build_is_refused_until_it_is_finished(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vipnb.data import vipriors
+    from vipnb.data.splits import load_vipriors_splits
+
+    splits = load_vipriors_splits(SPLITS_DIR)
+    wnid = splits.wnids[0]
+    imagenet = tmp_path / "imagenet"  # the files the official splits name, for one class
+    names = [f"train/{w}/{n}" for w, n in splits.train + splits.val if w == wnid]
+    names += [f"val/{entry}" for entry in splits.test if entry.startswith(f"{wnid}/")]
+    for number, name in enumerate(names):
+        (imagenet / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (number % 256, 0, 0)).save(imagenet / name, "JPEG")
+    placed = []
+    real_place = vipriors._Placer.place
+
+    def killed_after_ten(self, planned):
+        if len(placed) == 10:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        placed.append(planned)
+        return real_place(self, planned)
+
+    monkeypatch.setattr(vipriors._Placer, "place", killed_after_ten)
+    with pytest.raises(KeyboardInterrupt):
+        vipriors.build_vipriors(imagenet, SPLITS_DIR, tmp_path / "out", classes=1,
+                                progress=False)
+    root = tmp_path / "out" / "imagenet_50"
+    recipe = tiny_recipe(root, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(VipnbError, match=rf"{root} holds \.building\.json.*interrupted.*"
+                                         r"vipnb data vipriors --imagenet .*--classes 1"):
+        load_run_data(recipe)
+    monkeypatch.setattr(vipriors._Placer, "place", real_place)
+    vipriors.build_vipriors(imagenet, SPLITS_DIR, tmp_path / "out", classes=1, progress=False)
+    data = load_run_data(recipe)
+    assert (len(data.train), len(data.val), len(data.test)) == (50, 50, 50)
+
+
+def test_a_folder_without_any_build_marker_is_the_users_own_and_accepted(tmp_path):
+    tree = make_tree(tmp_path / "mine")
+    assert len(load_run_data(tiny_recipe(tree)).train) == 18
+    (tree / ".building.json").write_text('{"dataset": "fashion50"}')
+    with pytest.raises(VipnbError, match=r"vipnb data fashion50 --out"):
+        load_run_data(tiny_recipe(tree))

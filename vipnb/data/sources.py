@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from vipnb.data.build_folder import refuse_interrupted_build
 from vipnb.data.cache import decode_split
 from vipnb.data.coverage import coverage_run_data
 from vipnb.data.layout import ImageList, scan_split
@@ -27,7 +28,9 @@ def dataset_root(recipe) -> Path:
         raise VipnbError(f"recipe {recipe.name}: dataset `{recipe.dataset}` holds boxes for "
                          "`architecture: mtl_moe`; a classifier trains on a dataset in the "
                          "VIPriors layout")
-    return entry.root(recipe)
+    root = entry.root(recipe)
+    refuse_interrupted_build(root)
+    return root
 
 
 def cache_folder(recipe, root: Path) -> Path:
