@@ -21,6 +21,7 @@ from vipnb.data.layout import scan_split
 from vipnb.data.sources import load_run_data
 from vipnb.engine.recipe import from_dict
 from vipnb.errors import VipnbError
+from vipnb.run import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
@@ -232,3 +233,33 @@ def test_a_folder_without_any_build_marker_is_the_users_own_and_accepted(tmp_pat
     (tree / ".building.json").write_text('{"dataset": "fashion50"}')
     with pytest.raises(VipnbError, match=r"vipnb data fashion50 --out"):
         load_run_data(tiny_recipe(tree))
+
+
+# -- 2. relative paths given to `vipnb run` ---------------------------------------------------
+
+PATHS_NOTEBOOK = """# %% tags=['parameters']
+profile = 'smoke'
+data_root = None
+out_dir = None
+
+# %%
+import os
+from pathlib import Path
+(Path(out_dir) / 'seen.txt').write_text(str(Path(data_root).resolve()) + '\\n'
+                                        + str(Path(os.environ['VIPNB_RUNS']).resolve()))
+"""
+
+
+def test_relative_paths_given_to_vipnb_run_mean_the_callers_folder(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    source = tmp_path / "notebooks" / "96_paths.py"  # the kernel runs in notebooks/
+    source.write_text(PATHS_NOTEBOOK)
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    monkeypatch.setenv("VIPNB_RUNS", "my_runs")
+    run_notebook(str(source), "smoke", {"data_root": "my_data", "out_dir": "out"},
+                 log_output=False)
+    seen = (caller / "out" / "seen.txt").read_text().splitlines()
+    assert seen == [str(caller / "my_data"), str(caller / "my_runs")]
+    assert os.environ["VIPNB_RUNS"] == "my_runs"  # as the caller set it
