@@ -19,6 +19,7 @@ from vipnb import cli
 from vipnb.data.cache import decode_split
 from vipnb.data.layout import scan_split
 from vipnb.data.sources import load_run_data
+from vipnb.engine.precision import use_bf16
 from vipnb.engine.recipe import from_dict
 from vipnb.errors import VipnbError
 from vipnb.run import run_notebook
@@ -263,3 +264,22 @@ def test_relative_paths_given_to_vipnb_run_mean_the_callers_folder(tmp_path, mon
     seen = (caller / "out" / "seen.txt").read_text().splitlines()
     assert seen == [str(caller / "my_data"), str(caller / "my_runs")]
     assert os.environ["VIPNB_RUNS"] == "my_runs"  # as the caller set it
+
+
+# -- 5. bf16 only where the GPU has it -------------------------------------------------------
+
+def v100(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native or including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2")
+
+
+def test_amp_auto_picks_bf16_only_on_gpus_with_native_bf16(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    v100(monkeypatch, native=False)
+    assert not use_bf16("auto", cuda) and not use_bf16("none", cuda)
+    with pytest.raises(VipnbError, match=r"amp=bf16.*V100.*-p amp=auto"):
+        use_bf16("bf16", cuda)
+    v100(monkeypatch, native=True)  # an A100 / H100
+    assert use_bf16("auto", cuda) and use_bf16("bf16", cuda)
+    assert use_bf16("bf16", torch.device("cpu"))  # the CPU's choice is left as it was
