@@ -6,6 +6,7 @@ batch larger than the data named."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from vipnb.data.layout import scan_split
 from vipnb.data.sources import load_run_data
 from vipnb.engine.precision import use_bf16
 from vipnb.engine.recipe import from_dict
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.tasks import task_class
+from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 from vipnb.run import run_notebook
 
@@ -283,3 +287,18 @@ def test_amp_auto_picks_bf16_only_on_gpus_with_native_bf16(monkeypatch):
     v100(monkeypatch, native=True)  # an A100 / H100
     assert use_bf16("auto", cuda) and use_bf16("bf16", cuda)
     assert use_bf16("bf16", torch.device("cpu"))  # the CPU's choice is left as it was
+
+
+# -- 6. a batch larger than the data ----------------------------------------------------------
+
+def test_a_batch_larger_than_the_data_is_named(tmp_path, caplog):
+    tree = make_tree(tmp_path / "tiny")
+    for batch, warned in ((64, True), (6, False)):
+        recipe = tiny_recipe(tree, batch_size=batch)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vipnb.engine.trainer"):
+            trainer = Trainer(recipe, RunDir(tmp_path / f"run{batch}"),
+                              task_class(recipe).load_data(recipe), torch.device("cpu"), False)
+        assert trainer.batch_size == min(batch, 18)
+        expected = "recipe tiny (profile cpu): batch_size 64 is more than the 18 training images"
+        assert (expected in caplog.text) is warned
