@@ -52,4 +52,4 @@ lint: setup
 	$(BIN)/ruff check vipnb tests notebooks/*.py
 
 clean:
-	rm -rf build $(VENV) data/fashion50/.vipnb_cache
+	rm -rf build $(VENV) data/.cache data/fashion50/.vipnb_cache

@@ -72,6 +72,7 @@ def test_the_report_layer_imports_no_training_or_study_code():
 # vipnb does not define and a user sets for those tools.
 READS_ALLOWED = {
     "vipnb/engine/distributed.py": "torchrun's WORLD_SIZE and LOCAL_RANK",
+    "vipnb/data/workers.py": "torchrun's LOCAL_WORLD_SIZE (the CPUs' share of one process)",
     "vipnb/report/wordnet_names.py": "WordNet's own WNSEARCHDIR",
 }
 

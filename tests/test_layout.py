@@ -35,7 +35,7 @@ def test_decode_split_shapes_and_disk_cache(tiny_tree: Path, tmp_path: Path):
     files = scan_split(tiny_tree, "train")
     first = decode_split(files, size=16, cache_dir=tmp_path / "cache")
     assert first.images.shape == (18, 3, 16, 16) and first.images.dtype == torch.uint8
-    assert len(list((tmp_path / "cache").glob("train-16-*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("train-16px-*.u8"))) == 1
     again = decode_split(files, size=16, cache_dir=tmp_path / "cache")
     assert torch.equal(first.images, again.images) and again.ids == first.ids
 

@@ -96,6 +96,8 @@ def _train(args) -> None:
     from vipnb.engine.recipe import parse_overrides
 
     overrides = {"data_dir": _data_dir(), **parse_overrides(args.param)}
+    if overrides.get("data_dir"):  # decoded images beside the data, outside its folders
+        overrides.setdefault("cache_dir", str(Path(overrides["data_dir"]) / ".cache"))
     if args.launcher:
         from vipnb.launch import submit, train_job
 

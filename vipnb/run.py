@@ -25,6 +25,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ from vipnb.atomic import process_alive, replace_folder
 from vipnb.errors import VipnbError
 
 PROVENANCE = "provenance.json"
+# Parameters and environment variables that name folders. The kernel runs in notebooks/, so a
+# relative one is made absolute against the caller's working directory before it gets there.
+PATH_PARAMETERS = ("data_root", "data_dir", "out_dir")
+PATH_VARIABLES = ("VIPNB_DATA", "VIPNB_RUNS", "VIPNB_REPORTS", "VIPNB_FASHION_MNIST")
 
 
 def list_notebooks() -> list[str]:
@@ -93,7 +99,8 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
     if unknown:
         raise VipnbError(f"{source.name} has no parameter {', '.join(unknown)}; its parameters "
                          f"are: {', '.join(known)} (set with -p KEY=VALUE)")
-    command = _command_line(source.stem, profile, parameters, overwrite)
+    command = _command_line(source.stem, profile, parameters, overwrite)  # as typed
+    parameters = absolute_paths(parameters)
     root = Path(reports_root or paths.reports_root(profile))
     destination = Path(parameters.pop("out_dir", None) or root / source.stem).absolute()
     previous = _check_replaceable(destination, source.stem, profile, overwrite)
@@ -118,6 +125,27 @@ def run_notebook(name: str, profile: str = "cpu", parameters: dict[str, Any] | N
         write_index(root)
     print(f"{source.stem}: done in {time.perf_counter() - started:.0f} s → {destination}")
     return destination / executed.name
+
+
+def absolute_paths(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`parameters` with each relative folder of `PATH_PARAMETERS` made absolute against the
+    current working directory (the caller's, not the kernel's notebooks/)."""
+    return {key: str(Path(value).expanduser().absolute())
+            if key in PATH_PARAMETERS and isinstance(value, str) and value else value
+            for key, value in parameters.items()}
+
+
+@contextmanager
+def _absolute_path_variables() -> Iterator[None]:
+    """The `PATH_VARIABLES` set to relative folders, made absolute while the kernel runs."""
+    relative = {name: os.environ[name] for name in PATH_VARIABLES
+                if os.environ.get(name) and not Path(os.environ[name]).expanduser().is_absolute()}
+    os.environ.update({name: str(Path(value).expanduser().absolute())
+                       for name, value in relative.items()})
+    try:
+        yield
+    finally:
+        os.environ.update(relative)
 
 
 def _check_replaceable(destination: Path, notebook: str, profile: str,
@@ -162,11 +190,12 @@ def _execute(notebook, source: Path, staging: Path, profile: str, parameters: di
     executed = staging / f"{source.stem}.ipynb"
     os.environ[TEXT_PROGRESS_ENV_VAR] = "1"
     try:
-        papermill.execute_notebook(notebook, str(executed),
-                                   parameters={**parameters, "profile": profile,
-                                               "out_dir": str(staging), "command": command},
-                                   cwd=str(source.parent), log_output=log_output,
-                                   progress_bar=progress, kernel_name="python3")
+        with _absolute_path_variables():  # the kernel's cwd is notebooks/
+            papermill.execute_notebook(notebook, str(executed),
+                                       parameters={**parameters, "profile": profile,
+                                                   "out_dir": str(staging), "command": command},
+                                       cwd=str(source.parent), log_output=log_output,
+                                       progress_bar=progress, kernel_name="python3")
     except PapermillExecutionError as e:
         kept = _keep_failed(executed)
         raise VipnbError(_describe_failure(e, kept)) from None

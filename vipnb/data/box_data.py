@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vipnb.data.build_folder import refuse_interrupted_build
 from vipnb.data.cub import decode_cub, read_cub
 from vipnb.data.registry import dataset_entry, dataset_names
 from vipnb.errors import VipnbError
@@ -37,7 +38,9 @@ def box_data_root(recipe) -> Path:
     if not entry.boxes:
         raise VipnbError(f"recipe {recipe.name}: a box model trains on a dataset with boxes "
                          f"({', '.join(dataset_names(boxes=True))}), not {recipe.dataset!r}")
-    return entry.root(recipe)
+    root = entry.root(recipe)
+    refuse_interrupted_build(root)
+    return root
 
 
 def load_box_data(recipe) -> BoxData:

@@ -57,6 +57,25 @@ def check_build_folder(folder: Path, settings: dict, rebuild: bool, *,
     )
 
 
+def refuse_interrupted_build(folder: Path) -> None:
+    """A loader's check before training on `folder`: one holding the in-progress marker of a
+    build that was interrupted holds part of the data, and is refused. A folder with no marker
+    at all (the user's own) is accepted as it is."""
+    marker = folder / BUILDING
+    if not marker.exists():
+        return
+    settings = _read(marker)
+    classes = f" --classes {settings['classes']}" if "classes" in settings else ""
+    rerun = {
+        "fashion50": f"`vipnb data fashion50 --out {folder}`",
+        "vipriors": (f"`vipnb data vipriors --imagenet {settings.get('imagenet', 'DIR')} "
+                     f"--splits DIR --out {folder.parent}{classes}`"),
+    }.get(settings.get("dataset"), "the `vipnb data ...` command that built it")
+    raise VipnbError(f"{folder} holds {BUILDING}: its build was interrupted, so it holds part "
+                     f"of the data only. Rerun {rerun} to finish it (it resumes where it "
+                     "stopped), then train.")
+
+
 def empty_folder(folder: Path, keep: set[str] = frozenset()) -> None:
     """Delete what `folder` holds but `keep`; links go, never what they point at.
 

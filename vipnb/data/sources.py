@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
 
+from vipnb.data.build_folder import refuse_interrupted_build
 from vipnb.data.cache import decode_split
 from vipnb.data.coverage import coverage_run_data
 from vipnb.data.layout import ImageList, scan_split
 from vipnb.data.registry import dataset_entry
 from vipnb.data.run_data import RunData, SplitSource
 from vipnb.data.val_into_train import move_val_into_train
+from vipnb.data.workers import worker_count
 from vipnb.errors import VipnbError
 
 log = logging.getLogger(__name__)
@@ -25,12 +28,28 @@ def dataset_root(recipe) -> Path:
         raise VipnbError(f"recipe {recipe.name}: dataset `{recipe.dataset}` holds boxes for "
                          "`architecture: mtl_moe`; a classifier trains on a dataset in the "
                          "VIPriors layout")
-    return entry.root(recipe)
+    root = entry.root(recipe)
+    refuse_interrupted_build(root)
+    return root
+
+
+def cache_folder(recipe, root: Path) -> Path:
+    """Where `data_cache: memory` keeps `root`'s decoded images: under the recipe's
+    `cache_dir` (one folder per dataset folder name; the file names hold the content's digest),
+    else in the dataset folder itself, which must then be writable."""
+    if recipe.cache_dir:
+        return Path(recipe.cache_dir) / (root.resolve().name or "data")
+    if os.access(root, os.W_OK):
+        return root / ".vipnb_cache"
+    raise VipnbError(f"recipe {recipe.name}: the dataset folder {root} is read-only, so the "
+                     "decoded images cannot be cached in it; set the recipe key `cache_dir` to "
+                     "a writable folder with room for them (-p cache_dir=DIR; `vipnb train` "
+                     "passes <data_dir>/.cache), or `data_cache: stream`")
 
 
 def load_run_data(recipe) -> RunData:
     root = dataset_root(recipe)
-    cache_dir = root / ".vipnb_cache"
+    cache_dir = cache_folder(recipe, root) if recipe.data_cache == "memory" else None
     sources = {}
     split_files = {split: scan_split(root, split) for split in ("train", "val", "test")}
     if recipe.val_into_train:
@@ -50,7 +69,7 @@ def load_run_data(recipe) -> RunData:
             sources[split] = SplitSource(split, torch.from_numpy(files.labels), files.ids,
                                          files.classes, [], files=files, size=recipe.cache_size,
                                          interpolation=recipe.interpolation,
-                                         workers=recipe.workers)
+                                         workers=worker_count(recipe.workers))
         if sources[split].skipped:
             log.warning("%s: skipped %d unreadable images", split, len(sources[split].skipped))
     data = RunData(sources["train"], sources["val"], sources["test"], root)

@@ -37,7 +37,7 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` and `data_dir` are replaced by a digest of the data's content:
 # vipnb.data.fingerprint.)
-_NOT_HASHED = {"data_root", "data_dir", "workers", "description", "overrides"}
+_NOT_HASHED = {"data_root", "data_dir", "cache_dir", "workers", "description", "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
 _HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file"}
@@ -76,6 +76,9 @@ class Recipe:
     # Where the built-in datasets are built (fashion50/, fashion_boxes/): resolved at the edge
     # (the CLI, the notebooks: $VIPNB_DATA or ./data) and passed down, never looked up below.
     data_dir: str | None = None
+    # Where `data_cache: memory` keeps the decoded images (vipnb.data.cache), passed down as
+    # data_dir is (the CLI: <data_dir>/.cache); None: in the dataset folder, if it is writable.
+    cache_dir: str | None = None
     data_cache: str = "memory"  # memory: decoded uint8 tensors | stream: DataLoader workers
     cache_size: int = 32  # every image is resized to cache_size × cache_size once
     interpolation: str = "bilinear"
@@ -85,7 +88,7 @@ class Recipe:
     train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
     test_limit: int = 0  # 0: all (or eval_limit); else the first N test images, N/C per class
-    workers: int = 0
+    workers: int | str = "auto"  # stream's DataLoader workers; auto: this process's CPU share
     # model
     architecture: str = "timm"  # a registered task (vipnb.engine.task_registry): timm | mtl_moe
     model: str = "resnet18"
@@ -209,8 +212,8 @@ class Recipe:
         """The recipe named by `teacher`, `init_from` or `hierarchy_from`, at this profile,
         seed and data, with this recipe's overrides except those of its own model and loss
         (`-p epochs=1` shortens the teacher too; `-p model=...` names this recipe's model)."""
-        carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "workers",
-                                                    "data_cache")}
+        carried = {k: getattr(self, k) for k in ("seed", "data_root", "data_dir", "cache_dir",
+                                                    "workers", "data_cache")}
         flowing = {k: v for k, v in self.overrides.items() if k not in _OWN_KEYS}
         return load_recipe(getattr(self, key), self.profile, {**carried, **flowing},
                            inherited=True)
@@ -231,9 +234,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
 CONCERNS: dict[str, tuple[str, ...]] = {
     "run": ("name", "profile", "description", "overrides"),
-    "data": ("dataset", "data_root", "data_dir", "data_cache", "cache_size", "interpolation",
-             "skip_bad_images", "class_subset", "val_into_train", "train_limit", "eval_limit",
-             "test_limit", "workers"),
+    "data": ("dataset", "data_root", "data_dir", "cache_dir", "data_cache", "cache_size",
+             "interpolation", "skip_bad_images", "class_subset", "val_into_train", "train_limit",
+             "eval_limit", "test_limit", "workers"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
               "box_loss_weight", "freeze", "global_pool", "pretrained_file"),
@@ -268,7 +271,8 @@ _REGISTRIES = {
     "architecture": (architecture_names, "vipnb.engine.task_registry.register_task"),
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
-_PATH_KEYS = ("data_root", "data_dir")  # a folder, or None
+_PATH_KEYS = ("data_root", "data_dir", "cache_dir")  # a folder, or None
+_AUTO_KEYS = ("workers",)  # a whole number, or `auto`
 # Keys that describe a recipe itself: an override of one stays with the recipe it was given to.
 _OWN_KEYS = {*CONCERNS["run"], *CONCERNS["model"], *CONCERNS["loss"]}
 # Keys naming other recipes whose runs this one starts from: their run names enter the hash.
@@ -472,7 +476,7 @@ def default_value(key: str) -> Any:
 
 def _check_range(key: str, value: Any, where: str) -> None:
     allowed = _RANGES.get(key)
-    if allowed is None:
+    if allowed is None or (key in _AUTO_KEYS and value == "auto"):
         return
     if isinstance(allowed, tuple):
         fits = len(value) == len(allowed) and all(v in r for v, r in zip(value, allowed, strict=True))
@@ -509,6 +513,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     default = default_value(key)
     if default is dataclasses.MISSING:  # `name`
         default = ""
+    if key in _AUTO_KEYS:
+        if value in ("auto", None):  # None: YAML's empty value keeps the default
+            return "auto"
+        default = 0  # else a whole number
     try:
         if value is None:  # YAML's empty value: "" for text keys
             if isinstance(default, str) or key in _PATH_KEYS:

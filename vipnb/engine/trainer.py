@@ -57,6 +57,11 @@ class Trainer:
         if recipe.sync_bn and self.dist.enabled:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.batch_size = self.task.train_batch_size(recipe.batch_size)
+        if recipe.batch_size > self.task.train_size and self.dist.is_main:  # smoke data does
+            log.warning("recipe %s (profile %s): batch_size %d is more than the %d training "
+                        "images, so it trains with batches of %d, not the recipe's; is the "
+                        "whole dataset there?", recipe.name, recipe.profile, recipe.batch_size,
+                        self.task.train_size, self.batch_size)
         self.micro_batch = _micro_batch_size(recipe, self.batch_size, self.dist.world_size)
         self.steps_per_epoch = self.task.train_size // self.batch_size
         self.optimizer = create_optimizer_v2(self.task.parameters(self.model), opt=recipe.optimizer,

@@ -23,7 +23,7 @@ from vipnb.report.header import ReportHeader
 RUN_COLUMNS = ["run", "recipe", "profile", "seed", "overrides", "val_top1", "test_top1",
                "epochs", "wall_time_s", "device"]
 # Settings that never change a run's numbers or name.
-_NOT_OVERRIDES = {"description", "workers", "data_dir", "overrides"}  # where, not what
+_NOT_OVERRIDES = {"description", "workers", "data_dir", "cache_dir", "overrides"}  # where, not what
 
 
 def run_row(run: RunDir) -> dict:
