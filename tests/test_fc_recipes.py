@@ -40,7 +40,7 @@ SECTION_3 = {"init": "xavier", "optimizer": "sgd", "momentum": 0.9, "lr": 0.1,
              "weight_decay": 1e-4, "sched": "cosine", "warmup_epochs": 5,
              "scale": (0.08, 1.0), "hflip": 0.5, "vflip": 0.5,
              "color_jitter": (0.5, 0.5, 0.5, 0.1), "gaussian_noise": 20.0,
-             "auto_augment": "original", "input_size": 224, "amp": "bf16"}
+             "auto_augment": "original", "input_size": 224, "amp": "auto"}
 
 
 @pytest.mark.parametrize("row", sorted(TABLES), ids=lambda row: "_".join(row))

@@ -61,7 +61,7 @@ SECTION_3_1 = {"warmup_epochs": 25, "warmup_lr": 1e-4, "lr": 0.4, "sched": "cosi
                "cooldown_epochs": 10, "min_lr": 1e-5, "weight_decay": 1e-4, "momentum": 0.9,
                "auto_augment": "original", "hflip": 0.5, "random_erasing": 0.2,
                "drop_rate": 0.2, "label_smoothing": 0.1, "cache_size": 352, "input_size": 320,
-               "amp": "bf16", "loss": "positive_class", "dataset": "folder"}
+               "amp": "auto", "loss": "positive_class", "dataset": "folder"}
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
