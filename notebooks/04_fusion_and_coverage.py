@@ -41,7 +41,7 @@
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper
 seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
-data_root = None  # paper profile: train + val fused, a new val split held out; None: fashion50
+data_root = None  # paper profile: the imagenet_50 folder (recipes fuse train + val); None: fashion50
 recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name

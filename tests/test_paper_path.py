@@ -85,3 +85,14 @@ def test_how_a_run_is_computed_does_not_rename_it():
 @pytest.mark.parametrize("notebook", list_notebooks())
 def test_every_notebook_takes_recipe_overrides(notebook):
     assert "recipe_overrides" in notebook_parameters(jupytext.read(find_notebook(notebook)))
+
+
+def test_fusion_coverage_trains_on_train_and_val_with_a_new_validation_split():
+    """§III.C: "We fused the training and validation sets to train a single model, and at the
+    same time extracted a new validation set" — from the imagenet_50 folder as it is built."""
+    from vipnb.engine.recipe import recipe_files
+
+    rows = [name for name in recipe_files() if name.startswith("fc_")]
+    assert len(rows) == 28
+    assert {load_recipe(name, "paper").val_into_train for name in rows} == {0.8}
+    assert {load_recipe(name, "cpu").val_into_train for name in rows} == {0.0}
