@@ -37,10 +37,11 @@ _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` and `data_dir` are replaced by a digest of the data's content:
 # vipnb.data.fingerprint.)
-_NOT_HASHED = {"data_root", "data_dir", "cache_dir", "workers", "description", "overrides"}
+_NOT_HASHED = {"data_root", "data_dir", "cache_dir", "wordnet_dir", "workers", "description",
+               "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
-_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file"}
+_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy"}
 # Keys that change how a run is computed, not what: the evaluation batch, and the accumulation
 # steps that keep the global batch on fewer processes (the number of processes is not in the
 # name either; both change BatchNorm's micro-batch alike). They entered run names before this
@@ -89,6 +90,9 @@ class Recipe:
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
     test_limit: int = 0  # 0: all (or eval_limit); else the first N test images, N/C per class
     workers: int | str = "auto"  # stream's DataLoader workers; auto: this process's CPU share
+    # A WordNet 3.0 database folder (data.noun) for `hierarchy: wordnet`; None: $WNSEARCHDIR,
+    # else /usr/share/wordnet (Debian's wordnet-base), looked up by vipnb.report.wordnet_names.
+    wordnet_dir: str | None = None
     # model
     architecture: str = "timm"  # a registered task (vipnb.engine.task_registry): timm | mtl_moe
     model: str = "resnet18"
@@ -138,8 +142,9 @@ class Recipe:
     loss_weight: float = 1.0  # α
     center_loss_weight: float = 0.0  # β (0: off)
     center_loss_alpha: float = 0.5  # Wen et al.'s centre learning rate
-    tree_loss_weight: float = 0.0  # γ (0: off); needs `hierarchy_from`
+    tree_loss_weight: float = 0.0  # γ (0: off); needs `hierarchy_from` or `hierarchy: wordnet`
     hierarchy_from: str = ""  # a recipe whose finished run's classifier induces the hierarchy
+    hierarchy: str = "induced"  # induced: from `hierarchy_from` | wordnet: the classes' hypernyms
     teacher: str = ""  # a recipe whose finished run (same profile and seed) distils into this
     distill_label_weight: float = 0.5  # weight of the labels beside the teacher's softmax
     # result coverage: train on the hard classes (resampled) plus one "other" class
@@ -236,7 +241,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "run": ("name", "profile", "description", "overrides"),
     "data": ("dataset", "data_root", "data_dir", "cache_dir", "data_cache", "cache_size",
              "interpolation", "skip_bad_images", "class_subset", "val_into_train", "train_limit",
-             "eval_limit", "test_limit", "workers"),
+             "eval_limit", "test_limit", "workers", "wordnet_dir"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
               "box_loss_weight", "freeze", "global_pool", "pretrained_file"),
@@ -247,8 +252,8 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "loss": ("loss", "loss_kwargs", "taylor_order", "bi_tempered_t1", "bi_tempered_t2",
              "focal_gamma", "semantic_scale_store", "diversity_weight", "loss_weight",
              "center_loss_weight", "center_loss_alpha", "tree_loss_weight", "hierarchy_from",
-             "teacher", "distill_label_weight", "coverage_classes", "coverage_per_hard",
-             "coverage_per_other"),
+             "hierarchy", "teacher", "distill_label_weight", "coverage_classes",
+             "coverage_per_hard", "coverage_per_other"),
     "self-supervision": ("stage", "moco_dim", "moco_queue", "moco_momentum", "moco_temperature"),
     "optimisation": ("epochs", "batch_size", "accum_steps", "optimizer", "lr", "momentum",
                      "weight_decay", "sched", "warmup_epochs", "warmup_lr", "min_lr",
@@ -264,6 +269,7 @@ _CHOICES = {
     "sched": ("cosine", "step"), "amp": ("auto", "bf16", "none"),
     "global_pool": ("", "avg", "max", "avgmax", "catavgmax"),
     "stage": ("supervised", "moco"), "auto_augment": ("", "original"), "init": ("timm", "xavier"),
+    "hierarchy": ("induced", "wordnet"),
 }
 # Keys whose values a registry holds: the names registered so far, and how to add one.
 _REGISTRIES = {
@@ -271,7 +277,7 @@ _REGISTRIES = {
     "architecture": (architecture_names, "vipnb.engine.task_registry.register_task"),
     "dataset": (dataset_names, "vipnb.data.registry.register_dataset"),
 }
-_PATH_KEYS = ("data_root", "data_dir", "cache_dir")  # a folder, or None
+_PATH_KEYS = ("data_root", "data_dir", "cache_dir", "wordnet_dir")  # a folder, or None
 _AUTO_KEYS = ("workers",)  # a whole number, or `auto`
 # Keys that describe a recipe itself: an override of one stays with the recipe it was given to.
 _OWN_KEYS = {*CONCERNS["run"], *CONCERNS["model"], *CONCERNS["loss"]}
@@ -289,6 +295,7 @@ _READ_ONLY_WHEN: dict[tuple[str, ...], tuple[str, Callable[[Recipe], bool]]] = {
     ("shared_stages", "diversity_weight"): ("experts > 1", lambda r: r.experts > 1),
     ("distill_label_weight",): ("a teacher", lambda r: bool(r.teacher)),
     ("center_loss_alpha",): ("center_loss_weight > 0", lambda r: r.center_loss_weight > 0),
+    ("hierarchy",): ("tree_loss_weight > 0", lambda r: r.tree_loss_weight > 0),
     ("decay_epochs", "decay_rate"): ("sched: step", lambda r: r.sched == "step"),
     ("warmup_lr",): ("warmup_epochs > 0", lambda r: r.warmup_epochs > 0),
     ("mixup_prob", "mixup_off_epochs"):
@@ -401,6 +408,10 @@ def from_dict(values: dict[str, Any], source: str = "recipe",
     if recipe.architecture == "mtl_moe" and recipe.gate_k > recipe.experts:
         raise VipnbError(f"{where('gate_k')}: gate_k={recipe.gate_k} routes each image to more "
                          f"than the experts={recipe.experts} there are; choose gate_k <= experts")
+    if recipe.hierarchy == "wordnet" and recipe.hierarchy_from:  # its run would train unread
+        raise VipnbError(f"{where('hierarchy')}: hierarchy='wordnet' takes the tree from WordNet, "
+                         f"but hierarchy_from={recipe.hierarchy_from!r} names a run to induce it "
+                         "from; set hierarchy_from: '' or hierarchy: induced")
     return recipe
 
 

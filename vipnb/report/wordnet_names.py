@@ -6,6 +6,8 @@ nltk is optional (not a project dependency) and nothing is ever downloaded. Word
 up, in order, where nltk finds its `corpora/wordnet` (nltk.data.path), then as a plain WordNet
 3.0 database directory: $WNSEARCHDIR, then /usr/share/wordnet (Debian/Ubuntu's `wordnet-base`
 package; its `index.sense` comes from `wordnet-sense-index`, which is not needed here).
+`wordnet_database_dir` is that directory lookup, shared with the training task's WordNet class
+hierarchy (vipnb.losses.wordnet_hierarchy, which reads no environment itself).
 """
 
 from __future__ import annotations
@@ -105,13 +107,22 @@ def _load_wordnet():
         return wordnet
     except LookupError:  # nltk's own data path has no wordnet: try plain database dirs
         pass
+    directory = wordnet_database_dir()
+    if directory is None:
+        return None
+    # Recent nltk (3.10) only opens corpus files under nltk.data.path (its path sandbox), on
+    # every read, not just here: authorise the directory the way nltk documents.
+    if directory not in nltk.data.path:
+        nltk.data.path.append(directory)
+    return _database_reader(WordNetCorpusReader, directory)
+
+
+def wordnet_database_dir() -> str | None:
+    """The first plain WordNet 3.0 database directory (one holding data.noun): $WNSEARCHDIR,
+    WordNet's own variable, then the system's (Debian's wordnet-base); None if there is none."""
     for directory in (os.environ.get("WNSEARCHDIR"), *SYSTEM_WORDNET_DIRS):
         if directory and (Path(directory) / "data.noun").is_file():
-            # Recent nltk (3.10) only opens corpus files under nltk.data.path (its path sandbox), on
-            # every read, not just here: authorise the directory the way nltk documents.
-            if directory not in nltk.data.path:
-                nltk.data.path.append(directory)
-            return _database_reader(WordNetCorpusReader, directory)
+            return directory
     return None
 
 

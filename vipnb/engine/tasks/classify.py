@@ -26,6 +26,8 @@ from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
 from vipnb.eval.tta import tta_predict
 from vipnb.losses import Hierarchy, induce_hierarchy
+from vipnb.losses.wordnet_hierarchy import WNID, wordnet_hierarchy
+from vipnb.report.wordnet_names import wordnet_database_dir
 
 
 class ClassifyTask(Task):
@@ -97,12 +99,34 @@ class ClassifyTask(Task):
         return teacher.to(memory_format=self.memory_format)
 
     def _hierarchy(self, run: RunDir | None) -> Hierarchy | None:
-        """NBDT's induced hierarchy from the classifier of `hierarchy_from`'s finished run."""
+        """The class tree of the tree supervision loss (VIPF eq. 7): with `hierarchy: wordnet`,
+        the WordNet hypernyms of the dataset's wnid classes (§3.2's "semantic relationship",
+        as NBDT's WordNet hierarchy), else NBDT's induced hierarchy from the classifier of
+        `hierarchy_from`'s finished run."""
+        if self.recipe.hierarchy == "wordnet" and self.recipe.tree_loss_weight:
+            return self._wordnet_hierarchy()
         if run is None:
             return None
         source = load_trained_model(self.recipe.dependency("hierarchy_from"), run,
                                     self.num_classes, torch.device("cpu"))
         return induce_hierarchy(source.get_classifier().weight)
+
+    def _wordnet_hierarchy(self) -> Hierarchy:
+        recipe, classes = self.recipe, self.data.classes  # classes.txt's order, the model's
+        if not all(WNID.fullmatch(name) for name in classes):
+            example = next(name for name in classes if not WNID.fullmatch(name))
+            raise VipnbError(
+                f"{recipe.name}: hierarchy: wordnet needs classes named by ImageNet wnids "
+                f"(n01440764, …), but dataset {recipe.dataset!r}"
+                f"{f' ({recipe.data_root})' if recipe.data_root else ''} has class {example!r}; "
+                "use hierarchy: induced with hierarchy_from: <recipe> on this dataset")
+        directory = recipe.wordnet_dir or wordnet_database_dir()
+        if directory is None:
+            raise VipnbError(
+                f"{recipe.name}: hierarchy: wordnet found no WordNet 3.0 database: install "
+                "Debian's wordnet-base (/usr/share/wordnet), set $WNSEARCHDIR, or give its "
+                "folder as wordnet_dir")
+        return wordnet_hierarchy(classes, directory)
 
     # -- one epoch -------------------------------------------------------------------------
     def start_epoch(self, epoch: int, count: int, generator: torch.Generator) -> dict:
