@@ -44,7 +44,8 @@ class Objective:
         if self.tree_weight and hierarchy is None:
             raise VipnbError(f"{recipe.name}: tree_loss_weight {self.tree_weight} needs a class "
                              "hierarchy: set `hierarchy_from` to a recipe whose trained "
-                             "classifier induces it")
+                             "classifier induces it, or `hierarchy: wordnet` for classes "
+                             "named by wnids")
         self.hierarchy = hierarchy
         self.label_weight = recipe.distill_label_weight
         self.teacher = teacher
