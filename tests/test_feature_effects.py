@@ -56,7 +56,7 @@ INPUTS = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, -1, 2]
 def test_distillation_targets_mix_the_labels_with_the_teachers_softmax(label_weight):
     teacher = fixed_teacher()
     labels = LABELS.roll(1, dims=1)  # labels the teacher disagrees with
-    objective = Objective(recipe(distill_label_weight=label_weight), 3, teacher=teacher)
+    objective = Objective(recipe(distill_label_weight=label_weight, teacher="moe_regnety160"), 3, teacher=teacher)
     expected = (label_weight * labels.double().numpy()
                 + (1 - label_weight) * softmax64(teacher(INPUTS)))
     targets = objective.targets(INPUTS, labels)
@@ -88,12 +88,12 @@ def test_the_loss_sums_over_experts():
 def test_the_diversity_weight_rewards_experts_that_disagree(weight):
     experts = torch.stack([LOGITS, LOGITS.flip(-1)])
     plain = Objective(recipe(), 3)(experts, LABELS).item()
-    diverse = Objective(recipe(diversity_weight=weight), 3)(experts, LABELS).item()
+    diverse = Objective(recipe(diversity_weight=weight, experts=3), 3)(experts, LABELS).item()
     assert diversity64(experts) < -0.5  # these experts disagree a lot
     assert diverse - plain == pytest.approx(weight * diversity64(experts), abs=1e-5)
     # Experts that agree have no diversity to reward.
     same = torch.stack([LOGITS, LOGITS])
-    assert Objective(recipe(diversity_weight=weight), 3)(same, LABELS).item() == pytest.approx(
+    assert Objective(recipe(diversity_weight=weight, experts=3), 3)(same, LABELS).item() == pytest.approx(
         Objective(recipe(), 3)(same, LABELS).item(), abs=1e-6)
 
 

@@ -666,8 +666,11 @@ def load_recipe(name_or_path: str | Path, profile: str = "cpu",
     values = {"name": document["name"], **_settings(path, profile), "profile": profile,
               **overrides, "overrides": overrides}
     own = {**(document.get("base") or {}), **((document.get("profiles") or {}).get(profile) or {})}
-    return from_dict(values, source=f"{path} (profile {profile})", overridden=set(overrides),
-                     written={*own, *({} if inherited else overrides)})
+    recipe = from_dict(values, source=f"{path} (profile {profile})", overridden=set(overrides),
+                       written={*own, *({} if inherited else overrides)})
+    # the overrides as the recipe typed them (a Path as text, a list as a tuple)
+    return dataclasses.replace(recipe, overrides={key: getattr(recipe, key) for key in overrides
+                                                  if key != "overrides"})
 
 
 def _settings(path: Path, profile: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
