@@ -193,6 +193,7 @@ def test_estimate_from_a_measured_rate_is_within_20_percent_of_the_measured_epoc
                     + planned.val_images / planned.rate.score)
         measured = run.metrics()[0]["epoch_time_s"]
         attempts.append((estimate, measured))
+        print(f"attempt {seed}: estimate {estimate:.3f} s, measured {measured:.3f} s")
         if estimate == pytest.approx(measured, rel=0.20):
             return
     pytest.fail(f"(estimate, measured) epoch seconds: {attempts}")

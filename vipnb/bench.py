@@ -183,12 +183,11 @@ def throughput_table(reports_root=None):
 def save_throughput(result: BenchResult, reports_root=None):
     """Add this machine's entry for the measured model and input size to the throughput table
     (or replace it): the rate of the vipnb trainer's epochs, what a run's training runs at."""
-    from datetime import datetime, timezone
-
+    from vipnb.report.header import make_header
     from vipnb.study.plan import device_kind, record_throughput
 
-    day = datetime.now(timezone.utc).date().isoformat()
-    source = (f"vipnb bench --save {day}: trainer epochs, batch {result.batch_size}, "
-              f"bf16 {result.bf16}, torch {result.versions['torch']}")
+    header = make_header("cpu", 0.0)  # the commit and the time of the measurement
+    source = (f"vipnb bench --save {header.created[:10]} at {header.commit}: trainer epochs, "
+              f"batch {result.batch_size}, bf16 {result.bf16}, torch {result.versions['torch']}")
     return record_throughput(throughput_table(reports_root), device_kind(), result.model,
                              result.input_size, result.vipnb_images_per_s, source)
