@@ -169,3 +169,25 @@ def write_bench_report(result: BenchResult, wall_time_s: float = 0.0, reports_ro
              f"reference) = **{result.speedup:.2f}** · bf16 {result.bf16} · channels_last "
              f"{result.channels_last}", "", f"versions: {result.versions}"]
     return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def throughput_table(reports_root=None):
+    """reports/bench/throughput.csv: the measured training rates `vipnb plan` estimates from."""
+    from pathlib import Path
+
+    from vipnb import paths
+
+    return Path(reports_root or paths.reports_root()) / "bench" / "throughput.csv"
+
+
+def save_throughput(result: BenchResult, reports_root=None):
+    """Add this machine's entry for the measured model and input size to the throughput table
+    (or replace it): the rate of the vipnb trainer's epochs, what a run's training runs at."""
+    from vipnb.report.header import make_header
+    from vipnb.study.plan import device_kind, record_throughput
+
+    header = make_header("cpu", 0.0)  # the commit and the time of the measurement
+    source = (f"vipnb bench --save {header.created[:10]} at {header.commit}: trainer epochs, "
+              f"batch {result.batch_size}, bf16 {result.bf16}, torch {result.versions['torch']}")
+    return record_throughput(throughput_table(reports_root), device_kind(), result.model,
+                             result.input_size, result.vipnb_images_per_s, source)

@@ -191,7 +191,7 @@ def _notebook_output_shown():
 
 
 def _bench(args) -> None:
-    from vipnb.bench import bench, write_bench_report
+    from vipnb.bench import bench, save_throughput, write_bench_report
 
     started = time.perf_counter()
     if args.choices:
@@ -216,6 +216,26 @@ def _bench(args) -> None:
     if args.save:
         path = write_bench_report(result, time.perf_counter() - started)
         print(f"written to {path}", file=sys.stderr)
+        print(f"throughput entry written to {save_throughput(result)}", file=sys.stderr)
+
+
+def _plan(args) -> None:
+    """The runs a notebook would train at a profile that are not finished yet, and their cost."""
+    from vipnb.bench import throughput_table
+    from vipnb.engine.recipe import parse_overrides
+    from vipnb.study.plan import plan_notebook
+
+    settings = parse_overrides(args.param)
+    seeds = settings.pop("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    if not (isinstance(seeds, list) and seeds
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise VipnbError(f"-p seeds={seeds!r}: give the notebook's seeds as a list of "
+                         "non-negative integers, e.g. -p seeds=[0,1,2]")
+    plan = plan_notebook(args.notebook, args.profile, seeds, _runs_root(args),
+                         {"data_dir": _data_dir(), **settings},
+                         args.throughput or throughput_table(), args.device)
+    print(plan.as_text())
 
 
 def _report(args) -> None:
@@ -292,8 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure NCHW vs channels_last per cpu model and the crop backends")
     bench.add_argument("--epochs", type=int, default=2, help="measured epochs per loop")
     bench.add_argument("--workers", type=int, default=2, help="reference loop's workers")
-    bench.add_argument("--save", action="store_true", help="also write reports/bench/")
+    bench.add_argument("--save", action="store_true",
+                       help="also write reports/bench/ and this machine's entry in "
+                            "reports/bench/throughput.csv (what `vipnb plan` estimates from)")
     bench.set_defaults(func=_bench)
+
+    plan = commands.add_parser("plan", help="list the runs a notebook would train that are not "
+                               "finished, with images seen and estimated device-hours")
+    plan.add_argument("notebook", help="notebook name or number (e.g. 01)")
+    plan.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    plan.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="the notebook's seeds (-p seeds=[0,1,2]; default [0]) or a recipe "
+                           "setting it passes (-p data_root=DIR)")
+    plan.add_argument("--runs", help="runs root (default: ./runs or $VIPNB_RUNS)")
+    plan.add_argument("--throughput", metavar="CSV",
+                      help="measured rates (default: reports/bench/throughput.csv)")
+    plan.add_argument("--device", help="whose measured rates to use, as the table names it "
+                                       "(default: this machine's)")
+    plan.set_defaults(func=_plan)
 
     report = commands.add_parser("report", help="rewrite reports/index.md")
     report.add_argument("--reports", help="reports root (default: ./reports)")
