@@ -47,6 +47,7 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
+from vipnb.bench import throughput_table
 from vipnb.data.layout import scan_split
 from vipnb.data.sources import dataset_root
 from vipnb.engine import load_recipe, train
@@ -57,6 +58,7 @@ from vipnb.report.header import make_header
 from vipnb.report.plots import image_grid
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
+from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import SeedGroup
 
 started = time.perf_counter()
@@ -65,6 +67,8 @@ out_dir = Path(out_dir or paths.report_dir("00_data_and_baseline", profile))
 overrides = {"data_dir": str(paths.data_root()), "cache_dir": str(paths.data_root() / ".cache"),
              **({"data_root": data_root} if data_root else {}), **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
+if profile == "paper":  # what this notebook would train and its cost, before it starts
+    show_plan("00_data_and_baseline", profile, seeds, runs_root, overrides, throughput_table())
 recipes = [load_recipe("baseline_resnet", profile, {**overrides, "seed": s}) for s in seeds]
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 

@@ -53,6 +53,7 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
+from vipnb.bench import throughput_table
 from vipnb.data.box_data import load_box_data
 from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
@@ -66,6 +67,7 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, assess
 from vipnb.study.mtl_runs import routing, run_metrics, seed_curve
+from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import SeedGroup
 
 started = time.perf_counter()
@@ -74,6 +76,8 @@ out_dir = Path(out_dir or paths.report_dir("02_mtl_moe_cub", profile))
 overrides = {"data_dir": str(paths.data_root()), "cache_dir": str(paths.data_root() / ".cache"),
              **({"data_root": data_root} if data_root else {}), **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
+if profile == "paper":  # what this notebook would train and its cost, before it starts
+    show_plan("02_mtl_moe_cub", profile, seeds, runs_root, overrides, throughput_table())
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]

@@ -54,6 +54,7 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
+from vipnb.bench import throughput_table
 from vipnb.engine import load_recipe
 from vipnb.engine.build import load_trained_model
 from vipnb.engine.recipe import paper_reference
@@ -73,6 +74,7 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 from vipnb.study.claims import Claim, Result, against_baselines, assess
+from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
@@ -81,6 +83,8 @@ out_dir = Path(out_dir or paths.report_dir("03_vipf_dsknet", profile))
 overrides = {"data_dir": str(paths.data_root()), "cache_dir": str(paths.data_root() / ".cache"),
              **({"data_root": data_root} if data_root else {}), **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
+if profile == "paper":  # what this notebook would train and its cost, before it starts
+    show_plan("03_vipf_dsknet", profile, seeds, runs_root, overrides, throughput_table())
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]

@@ -56,6 +56,7 @@ from IPython.display import Image, Markdown, display
 
 import vipnb
 from vipnb import paths
+from vipnb.bench import throughput_table
 from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import paper_reference
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
@@ -67,6 +68,7 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_scores
+from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import train_seed_groups
 
 started = time.perf_counter()
@@ -75,6 +77,8 @@ out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
 overrides = {"data_dir": str(paths.data_root()), "cache_dir": str(paths.data_root() / ".cache"),
              **({"data_root": data_root} if data_root else {}), **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
+if profile == "paper":  # what this notebook would train and its cost, before it starts
+    show_plan("04_fusion_and_coverage", profile, seeds, runs_root, overrides, throughput_table())
 print("vipnb", vipnb.__version__, "| profile", profile, "| seeds", seeds)
 
 # %% [markdown]
