@@ -49,10 +49,11 @@ class BenchResult:
 
 
 def bench(data_dir: str, model: str | None = None, profile: str = "cpu", epochs: int = 2,
-          workers: int = 2) -> BenchResult:
-    """Measure the three rates for the `baseline_resnet` recipe (optionally another model) on
-    the fashion50 under `data_dir`."""
-    overrides = {"data_dir": data_dir, **({"model": model} if model else {})}
+          workers: int = 2, overrides: dict | None = None) -> BenchResult:
+    """Measure the three rates for the `baseline_resnet` recipe at `profile` (optionally
+    another model, and `overrides` such as a paper-size `input_size` or the `data_root` of
+    imagenet_50) on the fashion50 under `data_dir` unless `overrides` name other data."""
+    overrides = {"data_dir": data_dir, **({"model": model} if model else {}), **(overrides or {})}
     recipe = load_recipe("baseline_resnet", profile, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with deterministic_kernels(recipe):

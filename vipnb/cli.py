@@ -203,7 +203,10 @@ def _bench(args) -> None:
             path = write_choices_report(choices, time.perf_counter() - started)
             print(f"written to {path}", file=sys.stderr)
         return
-    result = bench(_data_dir(), model=args.model, epochs=args.epochs, workers=args.workers)
+    from vipnb.engine.recipe import parse_overrides
+
+    result = bench(_data_dir(), model=args.model, profile=args.profile, epochs=args.epochs,
+                   workers=args.workers, overrides=parse_overrides(args.param))
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
@@ -307,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure training speed against its ceiling")
     bench.add_argument("--model", help="timm model name (default: the cpu baseline's)")
+    bench.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"],
+                       help="the baseline recipe's profile (paper: its image size and batch)")
+    bench.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="recipe overrides, e.g. -p data_root=DIR -p input_size=320")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.add_argument("--choices", action="store_true",
                        help="measure NCHW vs channels_last per cpu model and the crop backends")
