@@ -132,9 +132,10 @@ print(f"positive-class loss, p = (.5, .5), label 0: "
 #
 # One YAML file per row of the paper's tables; a row `extends` the row it adds to. The
 # `paper` profile states §3.1: 360 (or 720) epochs, 25 warm-up epochs from 1e-4 to 0.4 then
-# cosine, Mixup + CutMix off for the last 60 (80) epochs, 10 cool-down epochs at 1e-5,
-# AutoAugment, flips, random erasing 0.2, dropout 0.2, label smoothing 0.1, stochastic
-# depth 0.2, weight decay 1e-4, 352 px images cropped to 320, bf16. What the paper leaves
+# cosine, Mixup + CutMix off after 300 (640), then 10 cool-down epochs at 1e-5 (`epochs: 370`
+# counts them), AutoAugment, flips, random erasing 0.2, dropout 0.2, label smoothing 0.1,
+# stochastic depth 0.2, weight decay 1e-4, 352 px images cropped to 320, bf16 where the GPU
+# has it, every model started from its MoCo-v2 pretraining. What the paper leaves
 # out (batch size, Mixup/CutMix strengths, λ of eq. 2, the fusion schedule, MoCo settings)
 # is chosen and said in the recipe files. The `cpu` analogue scales the models and epochs
 # down; its comments say what was measured to choose it.

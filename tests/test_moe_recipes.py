@@ -78,7 +78,8 @@ def test_paper_profile_states_the_papers_hyperparameters(name):
     for key, value in SECTION_3_1.items():
         assert getattr(recipe, key) == value, key
     long = name.endswith("_e720")
-    assert (recipe.epochs, recipe.mixup_off_epochs) == ((720, 80) if long else (360, 60))
+    # §3.1: 360/720 epochs + 10 of cool-down (`epochs` count it), Mixup off after 300/640
+    assert (recipe.epochs, recipe.mixup_off_epochs) == ((730, 90) if long else (370, 70))
     assert recipe.scale == pytest.approx(((320 / 352) ** 2,) * 2, abs=1e-4)
     assert recipe.diversity_weight == (0.0 if experts == 1 or "nodiv" in name else 0.2)
 

@@ -64,7 +64,8 @@ def test_moe_paper():
             continue
         long = name.endswith("_e720")
         expected = {
-            "epochs": 720 if long else 360, "mixup_off_epochs": 80 if long else 60,
+            # 360/720 epochs of training + 10 of cool-down, Mixup off from 300/640 to the end
+            "epochs": 730 if long else 370, "mixup_off_epochs": 90 if long else 70,
             "warmup_epochs": 25, "warmup_lr": 1e-4, "lr": 0.4, "sched": "cosine",
             "cooldown_epochs": 10, "min_lr": 1e-5, "weight_decay": 1e-4,
             "auto_augment": "original", "hflip": 0.5, "random_erasing": 0.2, "drop_rate": 0.2,

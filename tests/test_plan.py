@@ -103,13 +103,16 @@ def test_plan_lists_the_unfinished_runs_and_leaves_out_a_finished_one(tmp_path):
 def test_dependencies_are_listed_once_each_before_the_runs_that_need_them(tmp_path):
     plan = plan_notebook("01", "paper", [0], tmp_path / "runs", OVERRIDES, device="none")
     names = [r.recipe.name for r in plan.runs]
-    assert len(names) == len(set(names)) == len(notebook_recipes("01", "paper").recipes) + 1
-    moco = names.index("moe_moco_rs_sd50")  # only an init_from: listed for the row needing it
-    assert moco < names.index("moe_rs_sd50_moco")
-    assert plan.runs[moco].needed_for == "init_from of moe_rs_sd50_moco"
+    listed = set(notebook_recipes("01", "paper").recipes)
+    mocos = {name for name in names if name.startswith("moe_moco_")}  # init_from only
+    assert len(names) == len(set(names)) == len(listed | mocos)
+    assert len(mocos) == 12  # one MoCo-v2 run per backbone (MoE §3.1), shared by its rows
+    moco = names.index("moe_moco_rs_sd50")
+    assert moco < min(names.index(n) for n in ("moe_rs_sd50", "moe_rs_sd50_moco", "moe_rs_sd50_n3"))
+    assert plan.runs[moco].needed_for.startswith("init_from of ")
     assert names.index("moe_rs_sd50") < names.index("moe_rs_sd50_distill")  # teacher first
     e720 = plan.runs[names.index("moe_rs_sd50_n5_distill_e720")]
-    assert e720.epochs == e720.recipe.epochs + e720.recipe.cooldown_epochs == 730
+    assert e720.epochs == e720.recipe.epochs == 730  # 720 + 10 of cool-down
 
 
 def test_paper_sizes_stand_in_for_data_not_on_this_machine():

@@ -25,6 +25,7 @@ SET_AND_READER = {
     "diversity_weight": (0.1, {"experts": 2}),
     "distill_label_weight": (0.3, {"teacher": "moe_regnety160"}),
     "center_loss_alpha": (0.1, {"center_loss_weight": 0.01}),
+    "hierarchy": ("wordnet", {"tree_loss_weight": 0.01}),
     "decay_epochs": (10, {"sched": "step"}),
     "decay_rate": (0.5, {"sched": "step"}),
     "warmup_lr": (1e-4, {"warmup_epochs": 2}),
