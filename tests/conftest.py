@@ -11,6 +11,10 @@ import yaml
 from PIL import Image
 
 from vipnb import paths
+from vipnb.engine import train
+from vipnb.engine.checkpoint import load_checkpoint
+from vipnb.engine.rundir import RunDir
+from vipnb.engine.trainer import Trainer
 from vipnb.eval.submission import write_labels_csv
 from vipnb.report.header import ReportHeader
 
@@ -61,22 +65,44 @@ def tiny_tree(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def interrupt_training(monkeypatch):
-    """`interrupt_training(trainer_class, epoch)`: runs of that trainer stop with a
-    KeyboardInterrupt (a simulated kill) when they reach `epoch`; returns a function that
-    lets them train normally again."""
+    """`interrupt_training(epoch)`: training stops with a KeyboardInterrupt (a simulated kill)
+    when it reaches `epoch`; returns a function that lets it train normally again."""
 
-    def interrupt(trainer_class, epoch: int):
-        original = trainer_class._train_one_epoch
+    def interrupt(epoch: int):
+        original = Trainer._train_one_epoch
 
         def dies_at_epoch(self, current):
             if current == epoch:
                 raise KeyboardInterrupt("simulated kill")
             return original(self, current)
 
-        monkeypatch.setattr(trainer_class, "_train_one_epoch", dies_at_epoch)
-        return lambda: monkeypatch.setattr(trainer_class, "_train_one_epoch", original)
+        monkeypatch.setattr(Trainer, "_train_one_epoch", dies_at_epoch)
+        return lambda: monkeypatch.setattr(Trainer, "_train_one_epoch", original)
 
     return interrupt
+
+
+@pytest.fixture
+def killed_and_resumed(interrupt_training):
+    """`killed_and_resumed(recipe, root, kill_at, after_kill=None)`: the recipe trained whole
+    under root/a, and under root/b killed when it reaches epoch `kill_at` (the run unfinished,
+    its checkpoint at that epoch), `after_kill(killed_run)` called, then resumed; returns
+    (whole, resumed)."""
+
+    def run(recipe, root: Path, kill_at: int, after_kill=None):
+        whole = train(recipe, runs_root=root / "a", progress=False)
+        resume_normally = interrupt_training(kill_at)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, runs_root=root / "b", progress=False)
+        killed = RunDir(root / "b" / recipe.run_name)
+        assert not killed.finished
+        assert load_checkpoint(killed.checkpoint_file)["next_epoch"] == kill_at
+        if after_kill:
+            after_kill(killed)
+        resume_normally()
+        return whole, train(recipe, runs_root=root / "b", progress=False)
+
+    return run
 
 
 @pytest.fixture

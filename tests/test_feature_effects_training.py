@@ -5,7 +5,6 @@ fails. Unit-level checks of the same features: test_feature_effects.py."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from conftest import write_recipe_file
 
@@ -15,7 +14,6 @@ from vipnb.engine import load_recipe, train
 from vipnb.engine.build import load_trained_model
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer
 
 
 def tiny_recipe(tree: Path, **changes):
@@ -29,16 +27,11 @@ def first_loss(run: RunDir) -> float:
 
 
 def test_resume_replays_the_draws_of_torchs_global_generator(tiny_tree: Path, tmp_path: Path,
-                                                              interrupt_training):
+                                                              killed_and_resumed):
     """Drop path draws from torch's global generator: only its reseed at every epoch makes
     the resumed run equal the uninterrupted one."""
     recipe = tiny_recipe(tiny_tree, epochs=2, drop_path_rate=0.5)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(Trainer, epoch=1)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    resume_normally()
-    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=1)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                             for m in whole.metrics()]
     np.testing.assert_array_equal(resumed.logits("val").logits, whole.logits("val").logits)

@@ -14,7 +14,6 @@ from vipnb.engine.build import build_model
 from vipnb.engine.objective import Objective
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.rescore import rescore
-from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 from vipnb.study.fusion import fuse, tta_scores
 
@@ -83,14 +82,9 @@ def test_dsb_focal_needs_one_classifier(tiny_tree, tmp_path):
               progress=False)
 
 
-def test_dsb_resume_equals_uninterrupted(tiny_tree, tmp_path, interrupt_training):
+def test_dsb_resume_equals_uninterrupted(tiny_tree, tmp_path, killed_and_resumed):
     recipe = tiny_recipe(tiny_tree, loss="dsb_focal", epochs=3)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(Trainer, epoch=2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    resume_normally()
-    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                            for m in whole.metrics()]
 

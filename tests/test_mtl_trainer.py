@@ -11,7 +11,6 @@ from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.recipe import from_dict
-from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 
 
@@ -89,13 +88,8 @@ def test_freeze_needs_a_trained_model(boxes_root, tmp_path):
         train(tiny(boxes_root, freeze="experts"), runs_root=tmp_path, progress=False)
 
 
-def test_resume_equals_uninterrupted(boxes_root, tmp_path, interrupt_training):
+def test_resume_equals_uninterrupted(boxes_root, tmp_path, killed_and_resumed):
     recipe = tiny(boxes_root, epochs=3)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(Trainer, epoch=2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    resume_normally()
-    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                            for m in whole.metrics()]

@@ -74,15 +74,9 @@ def test_mtl_accumulates_micro_batches_into_one_step(boxes, tmp_path, monkeypatc
 
 
 def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes, tmp_path,
-                                                                  interrupt_training):
+                                                                  killed_and_resumed):
     recipe = tiny(boxes, epochs=3, ema_decay=0.5, accum_steps=2)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(Trainer, epoch=2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    assert load_checkpoint(tmp_path / "b" / recipe.run_name / "checkpoint.pt")["next_epoch"] == 2
-    resume_normally()
-    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     for key in ("train_loss", "ce", "box", "aux", "test_top1", "test_mean_iou"):
         assert [m[key] for m in resumed.metrics()] == [m[key] for m in whole.metrics()]
     np.testing.assert_array_equal(resumed.logits("test").logits, whole.logits("test").logits)

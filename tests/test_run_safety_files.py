@@ -18,7 +18,6 @@ from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 
 
@@ -58,20 +57,18 @@ def test_checkpoint_of_another_model_says_what_to_do(tiny_tree, tmp_path):
         train(recipe, runs_root=tmp_path, progress=False)
 
 
-def test_torn_last_metrics_line_is_dropped_on_resume(tiny_tree, tmp_path, interrupt_training,
+def test_torn_last_metrics_line_is_dropped_on_resume(tiny_tree, tmp_path, killed_and_resumed,
                                                      caplog):
     recipe = tiny_recipe(tiny_tree, epochs=3)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-    resume_normally = interrupt_training(Trainer, epoch=2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    killed = RunDir(tmp_path / "b" / recipe.run_name)
-    with open(killed.metrics_file, "a") as f:  # killed while appending epoch 2's record
-        f.write('{"epoch": 2, "train_loss": 0.9')
-    resume_normally()
+
+    def tear_the_last_line(killed: RunDir) -> None:  # killed while appending epoch 2's record
+        with open(killed.metrics_file, "a") as f:
+            f.write('{"epoch": 2, "train_loss": 0.9')
+
     with caplog.at_level(logging.WARNING):
-        resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
-    assert str(killed.metrics_file) in caplog.text and "last line" in caplog.text
+        whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2,
+                                            after_kill=tear_the_last_line)
+    assert str(resumed.metrics_file) in caplog.text and "last line" in caplog.text
     assert [m["epoch"] for m in resumed.metrics()] == [0, 1, 2]
     for key in ("train_loss", "val_top1", "val_loss"):
         assert [m[key] for m in resumed.metrics()] == [m[key] for m in whole.metrics()]

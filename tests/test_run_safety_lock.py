@@ -111,7 +111,7 @@ def test_a_lock_from_another_host_is_not_taken_over(tiny_tree, tmp_path):
 def test_lock_is_released_when_training_is_interrupted_and_finished_runs_need_none(
         tiny_tree, tmp_path, interrupt_training, live_pid):
     recipe = tiny_recipe(tiny_tree, epochs=2)
-    resume_normally = interrupt_training(Trainer, epoch=1)
+    resume_normally = interrupt_training(epoch=1)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, runs_root=tmp_path, progress=False)
     run = RunDir(tmp_path / recipe.run_name)

@@ -7,8 +7,6 @@ import torch
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint, save_atomic
 from vipnb.engine.recipe import from_dict
-from vipnb.engine.rundir import RunDir
-from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
 
 
@@ -35,18 +33,10 @@ def test_run_directory_contents_and_reuse(tiny_tree: Path, tmp_path: Path):
 
 
 def test_resume_after_interruption_equals_uninterrupted(tiny_tree: Path, tmp_path: Path,
-                                                        interrupt_training):
+                                                        killed_and_resumed):
     recipe = tiny_recipe(tiny_tree, mixup_alpha=0.2, label_smoothing=0.1, ema_decay=0.9)
-    whole = train(recipe, runs_root=tmp_path / "a", progress=False)
-
-    resume_normally = interrupt_training(Trainer, epoch=2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, runs_root=tmp_path / "b", progress=False)
-    interrupted = RunDir(tmp_path / "b" / recipe.run_name)
-    assert not interrupted.finished
-    assert load_checkpoint(interrupted.checkpoint_file)["next_epoch"] == 2
-    resume_normally()
-    resumed = train(recipe, runs_root=tmp_path / "b", progress=False)
+    # the killed run is unfinished with its checkpoint at epoch 2 (asserted by the fixture)
+    whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
 
     assert [m["epoch"] for m in resumed.metrics()] == [0, 1, 2]
     for key in ("train_loss", "val_top1", "val_loss"):
