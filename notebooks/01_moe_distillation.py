@@ -73,8 +73,8 @@ from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weig
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("01_moe_distillation", profile))
 # where the built-in datasets are built and images decoded ($VIPNB_DATA or ./data), passed down
-overrides = {"data_dir": str(paths.data_root()), "cache_dir": str(paths.data_root() / ".cache"),
-             **({"data_root": data_root} if data_root else {}), **recipe_overrides}
+overrides = {**paths.data_places(), **({"data_root": data_root} if data_root else {}),
+             **recipe_overrides}
 runs_root = paths.runs_root()  # where runs live ($VIPNB_RUNS or ./runs), passed down
 if profile == "paper":  # what this notebook would train and its cost, before it starts
     show_plan("01_moe_distillation", profile, seeds, runs_root, overrides, throughput_table())

@@ -185,7 +185,7 @@ def test_estimate_from_a_measured_rate_is_within_20_percent_of_the_measured_epoc
     settings = {**OVERRIDES, "model": "resnet10t", "epochs": 1, "train_limit": 0}
     attempts = []
     for seed in range(3):
-        result = bench(str(DATA_DIR), model="resnet10t", profile="smoke", epochs=3, workers=0)
+        result = bench(OVERRIDES, model="resnet10t", profile="smoke", epochs=3, workers=0)
         save_throughput(result, tmp_path / "reports")
         recipe = load_recipe("baseline_resnet", "smoke", {**settings, "seed": seed})
         run = train(recipe, tmp_path / "runs", progress=False)

@@ -48,12 +48,12 @@ class BenchResult:
         return asdict(self)
 
 
-def bench(data_dir: str, model: str | None = None, profile: str = "cpu", epochs: int = 2,
-          workers: int = 2, overrides: dict | None = None) -> BenchResult:
+def bench(overrides: dict, model: str | None = None, profile: str = "cpu", epochs: int = 2,
+          workers: int = 2) -> BenchResult:
     """Measure the three rates for the `baseline_resnet` recipe at `profile` (optionally
-    another model, and `overrides` such as a paper-size `input_size` or the `data_root` of
-    imagenet_50) on the fashion50 under `data_dir` unless `overrides` name other data."""
-    overrides = {"data_dir": data_dir, **({"model": model} if model else {}), **(overrides or {})}
+    another model) with `overrides`: where the data lives (`data_dir`, `cache_dir`, or the
+    `data_root` of imagenet_50) and any setting, such as a paper-size `input_size`."""
+    overrides = {**({"model": model} if model else {}), **overrides}
     recipe = load_recipe("baseline_resnet", profile, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with deterministic_kernels(recipe):

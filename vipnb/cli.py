@@ -55,12 +55,12 @@ def _fashion_mnist(args) -> str | None:
     return args.fashion_mnist or os.environ.get("VIPNB_FASHION_MNIST")
 
 
-def _data_dir() -> str:
-    """Where the built-in datasets are built (`VIPNB_DATA` or ./data), resolved here and
-    passed down in the recipe's `data_dir`."""
+def _with_data_places(overrides: dict) -> dict:
+    """`overrides` after where the built-in datasets are built and images decoded (`VIPNB_DATA`
+    or ./data, or the `-p data_dir` given), resolved here and passed down in the recipe."""
     from vipnb import paths
 
-    return str(paths.data_root())
+    return {**paths.data_places(overrides.get("data_dir")), **overrides}
 
 
 def _runs_root(args) -> Path:
@@ -95,9 +95,7 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args) -> None:
     from vipnb.engine.recipe import parse_overrides
 
-    overrides = {"data_dir": _data_dir(), **parse_overrides(args.param)}
-    if overrides.get("data_dir"):  # decoded images beside the data, outside its folders
-        overrides.setdefault("cache_dir", str(Path(overrides["data_dir"]) / ".cache"))
+    overrides = _with_data_places(parse_overrides(args.param))
     if args.launcher:
         from vipnb.launch import submit, train_job
 
@@ -128,7 +126,7 @@ def _show_recipe(args) -> None:
     from vipnb.engine.recipe import load_recipe, parse_overrides
 
     recipe = load_recipe(args.recipe, args.profile,
-                         {"data_dir": _data_dir(), **parse_overrides(args.param)})
+                         _with_data_places(parse_overrides(args.param)))
     readable = {tuple: list, str: str.strip}  # YAML lists; a folded description's newline
     grouped = {concern: {key: readable.get(type(value), lambda v: v)(value)
                          for key, value in settings.items()}
@@ -197,7 +195,7 @@ def _bench(args) -> None:
     if args.choices:
         from vipnb.measure import measure_choices, write_choices_report
 
-        choices = measure_choices(_data_dir())
+        choices = measure_choices(_with_data_places({}))
         print(json.dumps(choices, indent=1))
         if args.save:
             path = write_choices_report(choices, time.perf_counter() - started)
@@ -205,8 +203,8 @@ def _bench(args) -> None:
         return
     from vipnb.engine.recipe import parse_overrides
 
-    result = bench(_data_dir(), model=args.model, profile=args.profile, epochs=args.epochs,
-                   workers=args.workers, overrides=parse_overrides(args.param))
+    result = bench(_with_data_places(parse_overrides(args.param)), model=args.model,
+                   profile=args.profile, epochs=args.epochs, workers=args.workers)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
@@ -236,7 +234,7 @@ def _plan(args) -> None:
         raise VipnbError(f"-p seeds={seeds!r}: give the notebook's seeds as a list of "
                          "non-negative integers, e.g. -p seeds=[0,1,2]")
     plan = plan_notebook(args.notebook, args.profile, seeds, _runs_root(args),
-                         {"data_dir": _data_dir(), **settings},
+                         _with_data_places(settings),
                          args.throughput or throughput_table(), args.device)
     print(plan.as_text())
 

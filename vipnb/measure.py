@@ -43,13 +43,14 @@ def interleaved_medians(candidates: dict[str, Callable[[], float]],
 COMPILE_RECIPES = ("moe_rs50", "moe_rs_sd50_n3", "vipf_resnext50")
 
 
-def variant_rates(recipe_name: str, variants: dict[str, dict], data_dir: str,
+def variant_rates(recipe_name: str, variants: dict[str, dict], places: dict,
                   repeats: int = 3) -> tuple[dict[str, float], dict[str, float]]:
-    """Compute-only training images/s of a recipe's cpu model under each variant's overrides,
-    and the seconds each variant's first steps took (a compile happens there)."""
+    """Compute-only training images/s of a recipe's cpu model under each variant's overrides
+    (its data where `places` say), and the seconds each variant's first steps took (a compile
+    happens there)."""
     trainers, first_steps_s = {}, {}
     for name, overrides in variants.items():
-        recipe = load_recipe(recipe_name, "cpu", {**overrides, "data_dir": data_dir})
+        recipe = load_recipe(recipe_name, "cpu", {**overrides, **places})
         trainers[name] = Trainer(recipe, RunDir("/nonexistent-measure-run"),
                                  load_run_data(recipe), torch.device("cpu"), False)
     with deterministic_kernels(recipe):  # the variants differ only in how they compute
@@ -62,19 +63,19 @@ def variant_rates(recipe_name: str, variants: dict[str, dict], data_dir: str,
     return rates, first_steps_s
 
 
-def memory_format_rates(recipe_name: str, data_dir: str, repeats: int = 3) -> dict[str, float]:
+def memory_format_rates(recipe_name: str, places: dict, repeats: int = 3) -> dict[str, float]:
     """Compute-only training images/s of a recipe's cpu model, NCHW vs channels_last."""
     return variant_rates(recipe_name, {"nchw": {"channels_last": False},
                                        "channels_last": {"channels_last": True}},
-                         data_dir, repeats)[0]
+                         places, repeats)[0]
 
 
-def compile_rates(recipe_name: str, data_dir: str, repeats: int = 3) -> dict[str, float]:
+def compile_rates(recipe_name: str, places: dict, repeats: int = 3) -> dict[str, float]:
     """Compute-only training images/s of a recipe's cpu model, eager vs `torch.compile`, and
     the seconds of the compiled model's first steps."""
     rates, first_steps_s = variant_rates(recipe_name, {"eager": {"compile": False},
                                                        "compiled": {"compile": True}},
-                                         data_dir, repeats)
+                                         places, repeats)
     return {**rates, "compiled_first_steps_s": first_steps_s["compiled"]}
 
 
@@ -101,15 +102,15 @@ def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28
     }, repeats)
 
 
-def measure_choices(data_dir: str, repeats: int = 3) -> dict:
-    """Every measurement above, for this machine (the models on the fashion50 under
-    `data_dir`)."""
+def measure_choices(places: dict, repeats: int = 3) -> dict:
+    """Every measurement above, for this machine (the models on the fashion50 that `places`,
+    `vipnb.paths.data_places()`, say where to find and decode)."""
     return {
         "crop_flip": {f"{size} px (from {size + size // 7} px)": crop_flip_rates(
             cache_size=size + size // 7, input_size=size, repeats=repeats) for size in (28, 224)},
-        "memory_format": {name: memory_format_rates(name, data_dir, repeats)
+        "memory_format": {name: memory_format_rates(name, places, repeats)
                           for name in CPU_MODEL_RECIPES},
-        "compile": {name: compile_rates(name, data_dir, repeats) for name in COMPILE_RECIPES},
+        "compile": {name: compile_rates(name, places, repeats) for name in COMPILE_RECIPES},
     }
 
 

@@ -16,6 +16,14 @@ def data_root() -> Path:
     return Path(os.environ.get("VIPNB_DATA", project_root() / "data"))
 
 
+def data_places(data_dir: str | Path | None = None) -> dict[str, str]:
+    """The recipe keys that say where the built-in datasets are built (`data_dir`: the given
+    folder, else `data_root()`) and where images are decoded (`cache_dir`: its `.cache`),
+    which the edge (the CLI, the notebooks) passes down to every run."""
+    data_dir = Path(data_dir) if data_dir else data_root()
+    return {"data_dir": str(data_dir), "cache_dir": str(data_dir / ".cache")}
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("VIPNB_RUNS", project_root() / "runs"))
 
