@@ -54,6 +54,17 @@ def test_two_processes_train_every_run_once(tiny_tree, tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 5
 
 
+def test_students_train_when_only_their_teachers_finished(tiny_tree, tmp_path):
+    # An interrupted notebook: the teachers finished, the students did not.
+    wanted = recipes(tiny_tree, tmp_path)
+    students = [r for r in wanted if r.teacher]
+    train_many([r.dependency("teacher") for r in students], processes=1,
+               runs_root=tmp_path / "runs")
+    runs = train_many(wanted, processes=2, runs_root=tmp_path / "runs")
+    assert all(run.finished for run in runs)
+    assert len(list((tmp_path / "runs").iterdir())) == 5
+
+
 def test_one_process_on_gpu_profiles():
     assert default_processes("paper") == 1 and default_processes("smoke") == 1
     assert default_processes("cpu") >= 1

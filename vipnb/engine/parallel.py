@@ -85,7 +85,10 @@ def train_many(recipes: Sequence[Recipe], processes: int = 1, *,
     """
     runs_root = str(runs_root)
     root = Path(runs_root)
-    graph = {name: node for name, node in dependency_graph(recipes).items()
+    # A finished run is reused: nothing trains it, and nothing waits on it (an interrupted
+    # notebook restarts with its teachers done and their students not).
+    graph = {name: (recipe, {need for need in needs if not RunDir(root / need).finished})
+             for name, (recipe, needs) in dependency_graph(recipes).items()
              if not RunDir(root / name).finished}
     if processes > 1 and graph:
         with _worker_pool(processes) as pool:
