@@ -67,9 +67,8 @@ _VIPF_ROWS = (
     "vipf_resnest200_tsl", "vipf_final_dsk50_224", "vipf_final_dsk50_320",
     "vipf_final_dsk101_224", "vipf_final_dsk101_320", "vipf_cutmix_p0", "vipf_cutmix_p03",
     "vipf_cutmix_p05", "vipf_cutmix_p07", "vipf_cutmix_p10", "vipf_t5_resnext50",
-    "vipf_t5_dual_pool", "vipf_t5_label_smooth", "vipf_t5_dropout02", "vipf_t5_dropout04")
-# Notebook 03 trains Table 2's EfficientNets and ResNeSt-200 at `paper` only.
-_VIPF_PAPER_ONLY = tuple(n for n in _VIPF_ROWS if "effnet" in n or "resnest200" in n)
+    "vipf_t5_dual_pool", "vipf_t5_label_smooth", "vipf_t5_dropout02", "vipf_t5_dropout04",
+    "vipf_t5_all")
 _FC_BACKBONES = ("resnest101e", "tresnet_xl", "mixnet_xxl", "resnest200e", "densenet161",
                  "skresnext50", "seresnet152d", "seresnet101", "seresnext101", "rexnet200",
                  "regnetx120", "inception_resnet_v2")
@@ -104,8 +103,7 @@ def notebook_recipes(notebook: str, profile: str) -> NotebookRecipes:
     if stem == "02_mtl_moe_cub":
         return NotebookRecipes(RECIPES_02)
     if stem == "03_vipf_dsknet":
-        rows = [n for n in _VIPF_ROWS if profile == "paper" or n not in _VIPF_PAPER_ONLY]
-        return NotebookRecipes((*rows, "vipf_matched_baseline", "baseline_resnet"))
+        return NotebookRecipes((*_VIPF_ROWS, "vipf_matched_baseline", "baseline_resnet"))
     backbones = _FC_BACKBONES if profile == "paper" else _FC_STAND_INS
     rows = [f"fc_{b}_{loss}" for loss in ("ce", "taylor", "bitempered") for b in backbones
             if loss == "ce" or b in _FC_ROBUST]
