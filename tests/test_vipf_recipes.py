@@ -103,4 +103,6 @@ def test_final_models_train_on_most_of_val_and_test_ten_crops():
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_every_row_has_a_small_cpu_analogue(name):
     recipe = load_recipe(name, "cpu")
-    assert recipe.dataset == "fashion50" and recipe.epochs <= 12 and recipe.input_size <= 40
+    assert recipe.dataset == "fashion50" and recipe.input_size <= 40
+    # every row keeps the paper's epochs at a sixth (360 -> 60, 720 -> 120, 540 -> 90, 90 -> 15)
+    assert 6 * recipe.epochs == load_recipe(name, "paper").epochs
