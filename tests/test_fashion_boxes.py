@@ -9,7 +9,7 @@ from PIL import Image
 
 from vipnb.cli import main
 from vipnb.data.cub import read_cub
-from vipnb.data.fashion_boxes import NAMES, STAMP, build_fashion_boxes
+from vipnb.data.fashion_boxes import NAMES, STAMP, build_fashion_boxes, check_options, folder_name
 from vipnb.errors import VipnbError
 
 ITEM = 200  # brightness of the fake items' solid rectangle
@@ -145,3 +145,71 @@ def test_cli_builds_from_where_fashion50_finds_fashion_mnist(tmp_path: Path, mon
     assert main(["data", "fashion-boxes", "--out", str(tmp_path / "fb"), "--seed", "4",
                  "--rebuild"]) == 0
     assert json.loads((tmp_path / "fb" / STAMP).read_text())["seed"] == 4
+
+
+def bright_outside_box(root: Path) -> int:
+    """Pixels brighter than 120 outside each image's box (grown by 1 px), over the build."""
+    index = read_cub(root)
+    count = 0
+    for path, (x1, y1, x2, y2) in zip(index.paths, index.boxes, strict=True):
+        pixels = np.asarray(Image.open(root / "images" / path).convert("L")).copy()
+        pixels[max(0, int(y1) - 1) : int(y2) + 1, max(0, int(x1) - 1) : int(x2) + 1] = 0
+        count += int((pixels > 120).sum())
+    return count
+
+
+def test_item_side_and_distractors_are_build_options(tmp_path: Path, source):
+    plain = build(tmp_path / "plain", source, distractors=(0, 0))
+    assert bright_outside_box(plain) == 0  # only the noisy background around the item
+    assert bright_outside_box(build(tmp_path / "cluttered", source, distractors=(4, 4))) > 0
+    boxes = {side: read_cub(build(tmp_path / f"items{side[0]}", source, item_side=side)).boxes
+             for side in ((8, 12), (40, 48))}
+    areas = {side: ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).mean() for side, b in boxes.items()}
+    assert areas[(40, 48)] > 4 * areas[(8, 12)]
+    stamp = json.loads((plain / STAMP).read_text())
+    assert stamp["distractors"] == [0, 0] and stamp["item_side"] == [24, 48]
+    with pytest.raises(VipnbError, match=r"distractors"):
+        build(plain, source, distractors=(1, 2))
+
+
+def test_a_build_from_before_the_options_is_reused_as_their_defaults(tmp_path: Path, source):
+    root = build(tmp_path / "fb", source)
+    stamp = json.loads((root / STAMP).read_text())
+    old = {k: v for k, v in stamp.items() if k not in ("item_side", "distractors")}
+    (root / STAMP).write_text(json.dumps(old))
+    assert build(root, source=None) == root  # reused without its source
+    with pytest.raises(VipnbError, match=r"item_side"):
+        build(root, source, item_side=(30, 40))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"items": 3}, r"no build option items; the options are canvas, "),
+    ({"item_side": [48, 24]}, r"item_side=\[48, 24\]; give \[low, high\]"),
+    ({"item_side": [2, 8]}, r"4 <= low <= high <= 64"),
+    ({"distractors": 2}, r"distractors=2; give \[low, high\]"),
+    ({"train_per_class": 0}, r"train_per_class=0"),
+    ({"canvas": 8}, r"canvas=8 is too small"),
+])
+def test_bad_options_name_the_option_and_where_they_came_from(options, message):
+    with pytest.raises(VipnbError, match=message) as caught:
+        check_options(options, "recipe x: dataset_options")
+    assert str(caught.value).startswith("recipe x: dataset_options: ")
+
+
+def test_each_set_of_options_has_its_own_folder_name():
+    assert folder_name(check_options({}, "")) == "fashion_boxes"
+    assert folder_name(check_options({"canvas": 64, "item_side": (24, 48)}, "")) == (
+        "fashion_boxes")
+    assert folder_name(check_options({"item_side": [32, 56], "distractors": [0, 1]}, "")) == (
+        "fashion_boxes-distractors0-1-item_side32-56")
+
+
+def test_cli_passes_the_build_options(tmp_path: Path, monkeypatch):
+    built = {}
+    monkeypatch.setattr("vipnb.data.fashion_boxes.build_fashion_boxes",
+                        lambda out, **kwargs: built.update(kwargs) or Path(out))
+    assert main(["data", "fashion-boxes", "--out", str(tmp_path / "fb"), "--item-side", "32",
+                 "56", "--distractors", "0", "1", "--train-per-class", "300"]) == 0
+    assert {k: built[k] for k in ("item_side", "distractors", "train_per_class")} == {
+        "item_side": [32, 56], "distractors": [0, 1], "train_per_class": 300}
+    assert "canvas" not in built  # left at the builder's default

@@ -80,3 +80,35 @@ def test_a_built_in_dataset_is_built_where_the_edge_says(tmp_path):
     student = from_dict({"name": "s", "teacher": "moe_regnety160", "data_dir": str(tmp_path)})
     assert student.dependency("teacher").data_dir == str(tmp_path)
     assert student.replace(data_dir="/elsewhere").digest() == student.digest()  # where, not what
+
+
+def test_fashion_boxes_options_build_their_own_folder_and_name_their_runs(tmp_path,
+                                                                          monkeypatch):
+    from vipnb.data.registry import dataset_root
+
+    built = {}
+    monkeypatch.setattr("vipnb.data.fashion_boxes.build_fashion_boxes",
+                        lambda out, **options: built.update(options) or out)
+    plain = from_dict({"name": "r", "dataset": "fashion_boxes", "data_dir": str(tmp_path)})
+    assert dataset_root(plain) == tmp_path / "fashion_boxes" and built["item_side"] == [24, 48]
+    easier = plain.replace(dataset_options={"item_side": [32, 56], "distractors": [0, 1]})
+    assert dataset_root(easier) == tmp_path / "fashion_boxes-distractors0-1-item_side32-56"
+    assert built["item_side"] == [32, 56] and built["distractors"] == [0, 1]
+    assert easier.digest() != plain.digest()
+    with pytest.raises(VipnbError, match=r"recipe r: dataset_options: fashion-boxes has no "
+                                         r"build option size"):
+        dataset_root(plain.replace(dataset_options={"size": 3}))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"dataset": "fashion50"}, "dataset fashion50 is built without options"),
+    ({"dataset": "fashion_boxes", "data_root": "/mine"}, "data_root=/mine is a folder already"),
+])
+def test_dataset_options_are_refused_where_nothing_is_built_with_them(values, message):
+    from vipnb.data.registry import dataset_root
+
+    recipe = from_dict({"name": "r", "data_dir": "/data", "dataset_options": {"canvas": 32},
+                        **values})
+    with pytest.raises(VipnbError, match=rf"recipe r: dataset_options=\{{'canvas': 32\}} .*"
+                                         rf"{message}.*drop dataset_options"):
+        dataset_root(recipe)

@@ -37,9 +37,13 @@ def _data(args) -> None:
         from vipnb.data.fashion_boxes import build_fashion_boxes
 
         source = _fashion_mnist(args)
+        options = {key: getattr(args, key) for key in ("canvas", "train_per_class",
+                                                       "test_per_class", "item_side",
+                                                       "distractors")
+                   if getattr(args, key) is not None}
         out = build_fashion_boxes(args.out, seed=args.seed, rebuild=args.rebuild,
                                   source=load_fashion_mnist(find_fashion_mnist(source))
-                                  if source else None)
+                                  if source else None, **options)
         print(f"fashion-boxes ready at {out} (read it with `vipnb data cub --root {out}`)")
     elif args.dataset == "cub":
         from vipnb.data.cub import cub_summary, read_cub
@@ -261,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--fashion-mnist", metavar="DIR",
                       help="fashion50, fashion-boxes: the folder of the four Fashion-MNIST .gz "
                            "files (default: $VIPNB_FASHION_MNIST, then Debian's, then download)")
+    data.add_argument("--canvas", type=int, help="fashion-boxes: image side in px (64)")
+    data.add_argument("--train-per-class", type=int, help="fashion-boxes: train images (100)")
+    data.add_argument("--test-per-class", type=int, help="fashion-boxes: test images (50)")
+    data.add_argument("--item-side", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                      help="fashion-boxes: the item's side in px of a 64 px canvas (24 48)")
+    data.add_argument("--distractors", type=int, nargs=2, metavar=("FEWEST", "MOST"),
+                      help="fashion-boxes: patches of other items per image (2 4)")
     data.add_argument("--imagenet", help="vipriors: ImageNet-2012 root with train/ and val/")
     data.add_argument("--splits", help="vipriors: folder of train/val/test.pickle")
     data.add_argument("--classes", type=int, help="vipriors: keep the first N classes")

@@ -52,6 +52,12 @@ def dataset_entry(recipe) -> DatasetEntry:
 
 def dataset_root(recipe) -> Path:
     """Where the recipe's data lives (a built-in dataset is built there on first use)."""
+    if recipe.dataset_options and (recipe.dataset not in _WITH_OPTIONS or recipe.data_root):
+        where = (f"data_root={recipe.data_root} is a folder already built"
+                 if recipe.data_root else f"dataset {recipe.dataset} is built without options")
+        raise VipnbError(f"recipe {recipe.name}: dataset_options={recipe.dataset_options} are "
+                         f"for building {', '.join(_WITH_OPTIONS)}, but {where}; drop "
+                         "dataset_options (or data_root)")
     return dataset_entry(recipe).root(recipe)
 
 
@@ -90,9 +96,13 @@ def _folder(recipe) -> Path:
 def _fashion_boxes(recipe) -> Path:
     if recipe.data_root:
         return Path(recipe.data_root)
-    from vipnb.data.fashion_boxes import build_fashion_boxes
+    from vipnb.data.fashion_boxes import build_fashion_boxes, check_options, folder_name
 
-    return build_fashion_boxes(_built_in_folder(recipe, "fashion_boxes"))
+    options = check_options(recipe.dataset_options, f"recipe {recipe.name}: dataset_options")
+    return build_fashion_boxes(_built_in_folder(recipe, folder_name(options)), **options)
+
+
+_WITH_OPTIONS = ("fashion_boxes",)  # the built-in datasets whose recipes set dataset_options
 
 
 @register_dataset("cub", boxes=True)

@@ -41,7 +41,7 @@ _NOT_HASHED = {"data_root", "data_dir", "cache_dir", "wordnet_dir", "workers", "
                "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
-_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy"}
+_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy", "dataset_options"}
 # Keys that change how a run is computed, not what: the evaluation batch, and the accumulation
 # steps that keep the global batch on fewer processes (the number of processes is not in the
 # name either; both change BatchNorm's micro-batch alike). They entered run names before this
@@ -74,6 +74,9 @@ class Recipe:
     dataset: str = "fashion50"  # a registered dataset (vipnb.data.registry): fashion50 | folder | …
     # | fashion_boxes | cub: images with one object box each (CUB-200-2011's file format)
     data_root: str | None = None  # the dataset's folder; None: the built-in's under data_dir
+    # A built-in dataset's build options (fashion_boxes: vipnb.data.fashion_boxes.OPTIONS);
+    # a build with options set lives in its own folder under data_dir.
+    dataset_options: dict = field(default_factory=dict)
     # Where the built-in datasets are built (fashion50/, fashion_boxes/): resolved at the edge
     # (the CLI, the notebooks: $VIPNB_DATA or ./data) and passed down, never looked up below.
     data_dir: str | None = None
@@ -239,7 +242,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
 CONCERNS: dict[str, tuple[str, ...]] = {
     "run": ("name", "profile", "description", "overrides"),
-    "data": ("dataset", "data_root", "data_dir", "cache_dir", "data_cache", "cache_size",
+    "data": ("dataset", "data_root", "dataset_options", "data_dir", "cache_dir", "data_cache", "cache_size",
              "interpolation", "skip_bad_images", "class_subset", "val_into_train", "train_limit",
              "eval_limit", "test_limit", "workers", "wordnet_dir"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
