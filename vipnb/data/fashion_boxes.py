@@ -5,11 +5,12 @@ on a laptop without CUB, each sample here is one Fashion-MNIST item (grayscale, 
 scaled to a random size (by default 24–48 px on a 64 px canvas, square like its 28×28 source)
 and placed at a random position on a cluttered canvas: a dark, tinted, noisy background under
 (by default 2–4) faint patches cut from other Fashion-MNIST images (8–14 px crops). The item
-sizes and the number of patches are build options (`OPTIONS`), so a recipe can choose how
-hard the task is (`dataset_options`); each choice builds into its own folder. The item is pasted last, blended
-by its own brightness, so no square edge betrays where it is. Its box is the tight box of the
-item's pixels brighter than 20/255 after scaling and placement — the object's extent, not the
-pasted square. Train items come from Fashion-MNIST's train set, test items from its test set.
+is pasted last, blended by its own brightness, so no square edge betrays where it is. Its box
+is the tight box of the item's pixels brighter than 20/255 after scaling and placement — the
+object's extent, not the pasted square. Train items come from Fashion-MNIST's train set, test
+items from its test set. The item sizes, the number of patches and the counts are build
+options (`OPTIONS`), so a recipe chooses how hard the task is (`dataset_options`); each choice
+builds into its own folder.
 
 It is written in CUB's own format (images.txt, image_class_labels.txt, train_test_split.txt,
 bounding_boxes.txt, classes.txt, images/<class>/<image>.png), so `vipnb.data.cub.read_cub`
