@@ -49,8 +49,9 @@ MIN_ITEM_PIXELS = 30  # items with fewer bright pixels (none in Fashion-MNIST) a
 NAMES = [name.split("-", 1)[1] for name in CLASS_NAMES]  # "0-tshirt_top" → "tshirt_top"
 
 
-def build_fashion_boxes(out: str | Path, canvas: int = 64, train_per_class: int = 100,
-                        test_per_class: int = 50, seed: int = 0,
+def build_fashion_boxes(out: str | Path, canvas: int = OPTIONS["canvas"],
+                        train_per_class: int = OPTIONS["train_per_class"],
+                        test_per_class: int = OPTIONS["test_per_class"], seed: int = 0,
                         item_side: tuple[int, int] = ITEM_SIDE,
                         distractors: tuple[int, int] = DISTRACTORS,
                         source: FashionMnist | tuple | None = None, rebuild: bool = False) -> Path:

@@ -21,18 +21,20 @@ class DatasetEntry:
     name: str
     root: Callable[[object], Path]  # recipe → its data folder (built on first use)
     boxes: bool  # CUB's layout with boxes (box tasks), else the VIPriors layout
+    options: bool  # built from a recipe's `dataset_options`
 
 
 _DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, boxes: bool = False):
-    """Register the decorated `root(recipe) -> Path` under `name`."""
+def register_dataset(name: str, boxes: bool = False, options: bool = False):
+    """Register the decorated `root(recipe) -> Path` under `name`; `options`: it builds the
+    data from the recipe's `dataset_options`."""
     def register(root: Callable[[object], Path]):
         if name in _DATASETS:
             raise VipnbError(f"a dataset named {name!r} is registered already; choose another "
                              "name")
-        _DATASETS[name] = DatasetEntry(name, root, boxes)
+        _DATASETS[name] = DatasetEntry(name, root, boxes, options)
         return root
     return register
 
@@ -52,13 +54,15 @@ def dataset_entry(recipe) -> DatasetEntry:
 
 def dataset_root(recipe) -> Path:
     """Where the recipe's data lives (a built-in dataset is built there on first use)."""
-    if recipe.dataset_options and (recipe.dataset not in _WITH_OPTIONS or recipe.data_root):
+    entry = dataset_entry(recipe)
+    if recipe.dataset_options and (not entry.options or recipe.data_root):
         where = (f"data_root={recipe.data_root} is a folder already built"
                  if recipe.data_root else f"dataset {recipe.dataset} is built without options")
+        built = ", ".join(name for name, e in _DATASETS.items() if e.options)
         raise VipnbError(f"recipe {recipe.name}: dataset_options={recipe.dataset_options} are "
-                         f"for building {', '.join(_WITH_OPTIONS)}, but {where}; drop "
-                         "dataset_options (or data_root)")
-    return dataset_entry(recipe).root(recipe)
+                         f"for building {built}, but {where}; drop dataset_options (or "
+                         "data_root)")
+    return entry.root(recipe)
 
 
 def _given_root(recipe, what: str) -> Path:
@@ -92,7 +96,7 @@ def _folder(recipe) -> Path:
                                "`vipnb data vipriors`)")
 
 
-@register_dataset("fashion_boxes", boxes=True)
+@register_dataset("fashion_boxes", boxes=True, options=True)
 def _fashion_boxes(recipe) -> Path:
     if recipe.data_root:
         return Path(recipe.data_root)
@@ -101,8 +105,6 @@ def _fashion_boxes(recipe) -> Path:
     options = check_options(recipe.dataset_options, f"recipe {recipe.name}: dataset_options")
     return build_fashion_boxes(_built_in_folder(recipe, folder_name(options)), **options)
 
-
-_WITH_OPTIONS = ("fashion_boxes",)  # the built-in datasets whose recipes set dataset_options
 
 
 @register_dataset("cub", boxes=True)
