@@ -96,6 +96,27 @@ def test_second_call_is_a_no_op_and_other_settings_need_rebuild(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "fb"]  # no temp folders
 
 
+def test_a_build_finished_meanwhile_by_another_process_is_kept(tmp_path: Path, source,
+                                                              monkeypatch):
+    """Two runs started together build the same settings at once: the one that finishes
+    second keeps the first one's folder (the other run may be reading it) and drops its own."""
+    import vipnb.data.fashion_boxes as fashion_boxes
+
+    out = tmp_path / "fb"
+    write_tree = fashion_boxes._write_tree
+
+    def other_process_finishes_first(work, *args):
+        monkeypatch.setattr(fashion_boxes, "_write_tree", write_tree)
+        build(out, source)  # the other process's build, complete before ours
+        (out / "read-by-the-other-run").touch()
+        return write_tree(work, *args)
+
+    monkeypatch.setattr(fashion_boxes, "_write_tree", other_process_finishes_first)
+    assert build(out, source) == out
+    assert (out / "read-by-the-other-run").exists()  # not swapped away
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fb"]  # ours is gone
+
+
 def test_unreadable_stamp_needs_rebuild_and_foreign_folder_is_kept(tmp_path: Path, source):
     partial = tmp_path / "fb"
     partial.mkdir()

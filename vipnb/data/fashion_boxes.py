@@ -88,6 +88,12 @@ def build_fashion_boxes(out: str | Path, canvas: int = OPTIONS["canvas"],
         record = {**settings, "source": data.source, "labels_sha256": digest.hexdigest(),
                   "counts": counts}
         (work / STAMP).write_text(json.dumps(record, indent=1))
+        # Another process (a second run started beside this one) may have built the same
+        # settings meanwhile and be reading it: keep that build rather than swap it away.
+        if not rebuild and check_build_folder(out, settings, False, markers=((STAMP, "complete"),),
+                                              assumed=assumed) == "reuse":
+            shutil.rmtree(work)
+            return out
         replace_folder(out, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
