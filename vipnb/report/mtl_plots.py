@@ -19,14 +19,17 @@ from vipnb.report.plots import _short, save_figure
 def seed_curves_plot(curves: dict[str, Sequence[Sequence[float]]], out_path: str | os.PathLike,
                      header: ReportHeader, ylabel: str, title: str) -> Path:
     """Per label, the mean curve over seeds (one sequence per seed, one value per epoch) with
-    a band of ± one standard deviation."""
+    a band of ± one standard deviation. Epochs that are NaN (not measured) are left out."""
     figure = Figure(figsize=(7.0, 4.5))
     axes = figure.add_subplot()
     for label, per_seed in curves.items():
         values = np.asarray(per_seed, dtype=float)
         epochs = np.arange(1, values.shape[1] + 1)
+        measured = np.isfinite(values).all(0)
+        values, epochs = values[:, measured], epochs[measured]
         mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else 0 * values[0]
-        axes.plot(epochs, mean, label=f"{label} (n={len(values)})")
+        axes.plot(epochs, mean, marker="." if len(epochs) < 30 else None,
+                  label=f"{label} (n={len(values)})")
         axes.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")

@@ -10,13 +10,17 @@ from vipnb.errors import VipnbError
 
 
 def run_metrics(run: RunDir, metric: str) -> np.ndarray:
-    """`metric` of every epoch of `run`, in order."""
+    """`metric` of every epoch of `run`, in order; NaN for the epochs it was not measured
+    (a recipe with `val_every` > 1 scores the test set every few epochs and after the last)."""
     records = run.metrics()
-    if not records or metric not in records[0]:
-        available = sorted(records[0]) if records else []
+    values = np.array([np.nan if record.get(metric) is None else record[metric]
+                       for record in records], dtype=float)
+    if not np.isfinite(values).any():
+        available = sorted({key for record in records for key, value in record.items()
+                            if value is not None})
         raise VipnbError(f"{run.path}: no per-epoch {metric!r}; the records hold "
                          f"{', '.join(available) or 'nothing'}")
-    return np.array([record[metric] for record in records], dtype=float)
+    return values
 
 
 def seed_curve(run: RunDir, metric: str = "test_top1") -> list[float]:
