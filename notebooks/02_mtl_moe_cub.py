@@ -243,8 +243,8 @@ def top1_at(name, epoch=-1):
 
 transfer = load_recipe("mtl_transfer_full", profile)
 # "learning speed": the first epoch from a third of training on whose test score was measured
-EARLY = next(epoch for epoch in range(max(1, transfer.epochs // 3), transfer.epochs + 1)
-             if epoch % transfer.val_every == 0 or epoch == transfer.epochs)
+EARLY = next(filter(transfer.validates_after,
+                   range(max(1, transfer.total_epochs // 3), transfer.total_epochs + 1)))
 
 
 LAST = -1

@@ -88,6 +88,13 @@ def test_hash_ignores_location_but_not_hyperparameters(tmp_path):
     assert a.digest() != a.replace(seed=1).digest()
 
 
+def test_validation_falls_every_val_every_epochs_and_after_the_last():
+    recipe = dataclasses.replace(Recipe(name="r"), epochs=7, val_every=3)
+    assert [e for e in range(1, 8) if recipe.validates_after(e)] == [3, 6, 7]
+    every_epoch = dataclasses.replace(recipe, val_every=1)
+    assert all(map(every_epoch.validates_after, range(1, 8)))
+
+
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["epochs=5", "scale=[0.5, 1.0]", "amp=none"]) == {
         "epochs": 5, "scale": [0.5, 1.0], "amp": "none"}

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,9 @@ def build_fashion_boxes(out: str | Path, canvas: int = OPTIONS["canvas"],
     settings = {"dataset": "fashion-boxes", "version": VERSION, "seed": seed, **options}
     # Builds from before item_side and distractors were options used their defaults.
     assumed = {"item_side": list(ITEM_SIDE), "distractors": list(DISTRACTORS)}
-    if check_build_folder(out, settings, rebuild, markers=((STAMP, "complete"),),
-                          assumed=assumed) == "reuse":
+    verdict = partial(check_build_folder, out, settings, markers=((STAMP, "complete"),),
+                      assumed=assumed)
+    if verdict(rebuild) == "reuse":
         return out
     data = _source(source, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +92,7 @@ def build_fashion_boxes(out: str | Path, canvas: int = OPTIONS["canvas"],
         (work / STAMP).write_text(json.dumps(record, indent=1))
         # Another process (a second run started beside this one) may have built the same
         # settings meanwhile and be reading it: keep that build rather than swap it away.
-        if not rebuild and check_build_folder(out, settings, False, markers=((STAMP, "complete"),),
-                                              assumed=assumed) == "reuse":
+        if not rebuild and verdict(False) == "reuse":
             shutil.rmtree(work)
             return out
         replace_folder(out, work)

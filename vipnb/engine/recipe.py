@@ -192,6 +192,11 @@ class Recipe:
         """The epochs trained: `epochs`, the cool-down at the end included."""
         return self.epochs
 
+    def validates_after(self, epoch: int) -> bool:
+        """Whether training validates (the MTL task: scores the test set) after its `epoch`-th
+        epoch, counted from 1: every `val_every` epochs and after the last."""
+        return epoch % max(1, self.val_every) == 0 or epoch == self.total_epochs
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

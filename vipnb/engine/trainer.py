@@ -97,9 +97,8 @@ class Trainer:
             started = time.perf_counter()
             result = self._train_one_epoch(epoch)
             if self.dist.is_main:  # evaluation, metrics and checkpoints: one process
-                last = epoch + 1 == self.total_epochs
-                validate = last or (epoch + 1) % max(1, self.recipe.val_every) == 0
-                scores = (self.task.evaluate(self.eval_model) if validate
+                scores = (self.task.evaluate(self.eval_model)
+                          if self.recipe.validates_after(epoch + 1)
                           else self.task.not_evaluated())
                 wall_time += time.perf_counter() - started
                 record = {"epoch": epoch, "train_loss": result.train_loss, **result.parts,

@@ -523,9 +523,7 @@ def _planned(recipe: Recipe, measured: dict, device: str, needed_for: str,
              note: str = "", coverage: bool = False) -> PlannedRun:
     sizes = split_sizes(recipe, coverage)
     train, val, test = (sum(s.values()) for s in (sizes.train, sizes.val, sizes.test))
-    total = recipe.total_epochs
-    every = max(1, recipe.val_every)
-    validations = sum(1 for e in range(total) if (e + 1) % every == 0 or e + 1 == total)
+    validations = sum(map(recipe.validates_after, range(1, recipe.total_epochs + 1)))
     if recipe.stage == "moco":  # kNN on features of the train split and the scored split
         val_images, final = train + val, (train + val) + (train + test)
     elif recipe.architecture == "mtl_moe":  # scores test at each validation, reuses the last
