@@ -15,7 +15,7 @@ from vipnb.engine.objective import Objective
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.rescore import rescore
 from vipnb.errors import VipnbError
-from vipnb.study.fusion import fuse, tta_scores
+from vipnb.study.fusion import fuse, tta_score_many, tta_scores
 
 PAPER_AUGMENTATION = {"vflip": 0.5, "color_jitter": [0.5, 0.5, 0.5, 0.1],
                       "gaussian_noise": 20, "init": "xavier"}
@@ -126,3 +126,12 @@ def test_tta_scores_at_a_test_size_feed_the_whole_image(tiny_tree, tmp_path):
                   {"tiny": "ce"})
     assert set(fusion.stage1_test) == {(16, "ce"), (20, "ce")}
     assert fusion.stage2_test.shape == (5,) and fusion.stage2_val.shape == (18,)
+
+
+def test_tta_score_many_leaves_what_tta_scores_reads(tiny_tree, tmp_path):
+    run = train(tiny_recipe(tiny_tree), runs_root=tmp_path, progress=False)
+    tta_score_many([run], [16, 20], test_limit=5)
+    saved = sorted(path.name for path in run.path.glob("logits_*paper_tta*"))
+    assert saved == ["logits_test_paper_tta_16px_first5.npz",
+                     "logits_test_paper_tta_20px_crop20_first5.npz",
+                     "logits_val_paper_tta_16px.npz", "logits_val_paper_tta_20px_crop20.npz"]

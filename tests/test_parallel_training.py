@@ -16,7 +16,7 @@ from vipnb.engine.parallel import (
     start_order,
     train_many,
 )
-from vipnb.engine.rescore import rescored_file
+from vipnb.engine.rescore import rescore, rescored_file
 from vipnb.errors import VipnbError
 
 
@@ -89,3 +89,15 @@ def test_rescore_many_in_two_processes_matches_one(tiny_tree, tmp_path):
     for f, logits in zip(files, parallel, strict=True):
         assert logits.shape == (5, 3)
         np.testing.assert_allclose(np.load(f)["logits"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_rescore_many_scores_the_split_and_crop_it_is_given(tiny_tree, tmp_path):
+    plain = load_recipe(write_recipe_file(tmp_path, "plain", tiny_tree, epochs=1), "cpu")
+    runs = train_many([plain.replace(seed=s) for s in (0, 1)], runs_root=tmp_path / "runs")
+    rescore_many(runs, "flip", 20, processes=2, split="val", crop_size=20)
+    for run in runs:
+        saved = np.load(rescored_file(run, "flip", 20, "val", crop_size=20))["logits"]
+        assert not rescored_file(run, "flip", 20, "test", crop_size=20).exists()
+        rescored_file(run, "flip", 20, "val", crop_size=20).unlink()
+        direct = rescore(run, "flip", 20, "val", crop_size=20).logits
+        np.testing.assert_allclose(saved, direct, rtol=1e-4, atol=1e-5)

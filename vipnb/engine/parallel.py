@@ -98,23 +98,24 @@ def train_many(recipes: Sequence[Recipe], processes: int = 1, *,
 
 
 def rescore_many(runs: Sequence[RunDir], views: str, test_size: int, limit: int = 0,
-                 processes: int = 1) -> None:
-    """Re-score every run not yet re-scored under `views` at `test_size` on its first `limit`
-    test images (vipnb.engine.rescore), `processes` at a time. The logits land in each run
-    directory, where `rescore` reads them back."""
+                 processes: int = 1, split: str = "test", crop_size: int | None = None) -> None:
+    """Re-score every run not yet re-scored under `views` at `test_size` on the first `limit`
+    images of `split`, crops of `crop_size` (vipnb.engine.rescore), `processes` at a time.
+    The logits land in each run directory, where `rescore` reads them back."""
     todo = [str(run.path) for run in runs
-            if not rescored_file(run, views, test_size, limit=limit).exists()]
+            if not rescored_file(run, views, test_size, split, limit, crop_size).exists()]
+    jobs = [(path, views, test_size, split, limit, crop_size) for path in todo]
     if processes > 1 and len(todo) > 1:
         with _worker_pool(processes) as pool:
-            list(pool.map(_rescore, todo, [views] * len(todo), [test_size] * len(todo),
-                          [limit] * len(todo)))
+            list(pool.map(_rescore, *zip(*jobs, strict=True)))
     else:
-        for path in todo:
-            _rescore(path, views, test_size, limit)
+        for job in jobs:
+            _rescore(*job)
 
 
-def _rescore(path: str, views: str, test_size: int, limit: int) -> None:
-    rescore(RunDir(path), views, test_size, limit=limit)
+def _rescore(path: str, views: str, test_size: int, split: str, limit: int,
+             crop_size: int | None) -> None:
+    rescore(RunDir(path), views, test_size, split, limit, crop_size=crop_size)
 
 
 def _worker_pool(processes: int) -> ProcessPoolExecutor:

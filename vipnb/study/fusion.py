@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vipnb.engine.parallel import rescore_many
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir, SplitLogits
 from vipnb.eval.coverage import cover, coverage_classes, coverage_hard_vote
@@ -31,6 +32,14 @@ def tta_scores(run: RunDir, test_size: int, test_limit: int = 0) -> Scores:
     val = rescore(run, TTA_VIEWS, test_size, "val", crop_size=test_size)
     test = rescore(run, TTA_VIEWS, test_size, "test", limit=test_limit, crop_size=test_size)
     return Scores(val, test)
+
+
+def tta_score_many(runs: Sequence[RunDir], test_sizes: Sequence[int], test_limit: int = 0,
+                   processes: int = 1) -> None:
+    """Score every run at every test size ahead of `tta_scores`, `processes` runs at once."""
+    for size in test_sizes:
+        rescore_many(runs, TTA_VIEWS, size, 0, processes, "val", size)
+        rescore_many(runs, TTA_VIEWS, size, test_limit, processes, "test", size)
 
 
 @dataclass(frozen=True)
