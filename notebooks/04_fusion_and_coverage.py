@@ -174,6 +174,7 @@ backbones = list(BACKBONES) if profile == "paper" else STAND_INS
 models = {f"fc_{b}_{loss}": (b, loss) for loss in LOSSES for b in backbones
           if loss == "ce" or b in ROBUST}
 rows = list(models)
+BASELINE = "baseline_resnet"
 loss_of = {row: loss for row, (_, loss) in models.items()}
 
 
@@ -182,7 +183,10 @@ def run_of(name, seed, **extra):
 
 
 workers = processes or default_processes(profile)
-groups = train_seed_groups(rows, profile, seeds, overrides, workers, runs_root=runs_root)
+# Section 9's plain baseline (notebook 00's full-width ResNet, the longest runs) starts first
+# in the same pool, so no core idles at the end while its last seed trains alone.
+groups = train_seed_groups([BASELINE, *rows], profile, seeds, overrides, workers,
+                           runs_root=runs_root)
 runs = {(row, seed): run for row in rows
         for seed, run in zip(seeds, groups[row].runs, strict=True)}
 training_s = sum(run.summary()["wall_time_s"] for run in runs.values())
@@ -327,6 +331,9 @@ display(Markdown(fusion_md.read_text()))
 #   coverage the paper says pulled other classes' images into the hard ones.
 #
 # Each coverage result is scored alone; a hard vote over the coverage models gives the final.
+# With a single hard class the literal reading cannot change a label: an image fused into
+# that class keeps it whether the coverage model confirms it or says "other". It acts only
+# where two or more classes are hard (the paper's 136), moving images between them.
 
 # %%
 HARD_THRESHOLD = 0.5
@@ -428,8 +435,7 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 
 # %%
 MATCHED = "fc_resnest101e_ce"
-baseline = train_seed_groups(["baseline_resnet"], profile, seeds, overrides,
-                             runs_root=runs_root)["baseline_resnet"]
+baseline = groups[BASELINE]  # trained in section 3
 test_ids = scores[seeds[0]][rows[0], input_size].test.ids
 paper_single = max(v for row in rows
                    for v in paper_reference(row).get("top1_by_test_size", {}).values())

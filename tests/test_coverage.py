@@ -135,3 +135,12 @@ def test_coverage_run_data_relabels_val_and_test():
     assert relabel_split(val, [1]).classes == ["b", "other"]
     with pytest.raises(VipnbError, match=r"\[0, 5\)"):
         coverage_run_data(data, [7], per_hard=10, per_other=2)
+
+
+def test_literal_coverage_of_a_single_hard_class_changes_no_label():
+    """Notebook 04 says so: an image fused into the one hard class keeps it whether the
+    coverage model confirms it (0) or says "other" (1); every other image keeps its label."""
+    fused = np.array([0, 2, 2, 1, 2, 3])
+    coverage_pred = np.array([0, 0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(cover(fused, coverage_pred, [2], "literal"), fused)
+    assert (cover(fused, coverage_pred, [2], "replace") != fused).any()
