@@ -4,7 +4,7 @@ two-stage fusion (§III.D) and the result coverage (§III.E)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +34,7 @@ def tta_scores(run: RunDir, test_size: int, test_limit: int = 0) -> Scores:
     return Scores(val, test)
 
 
-def tta_score_many(runs: Sequence[RunDir], test_sizes: Sequence[int], test_limit: int = 0,
+def tta_score_many(runs: Sequence[RunDir], test_sizes: Iterable[int], test_limit: int = 0,
                    processes: int = 1) -> None:
     """Score every run at every test size ahead of `tta_scores`, `processes` runs at once."""
     for size in test_sizes:
