@@ -102,10 +102,9 @@ def rescore_many(runs: Sequence[RunDir], views: str, test_size: int, limit: int 
     """Re-score every run not yet re-scored under `views` at `test_size` on the first `limit`
     images of `split`, crops of `crop_size` (vipnb.engine.rescore), `processes` at a time.
     The logits land in each run directory, where `rescore` reads them back."""
-    todo = [str(run.path) for run in runs
+    jobs = [(str(run.path), views, test_size, split, limit, crop_size) for run in runs
             if not rescored_file(run, views, test_size, split, limit, crop_size).exists()]
-    jobs = [(path, views, test_size, split, limit, crop_size) for path in todo]
-    if processes > 1 and len(todo) > 1:
+    if processes > 1 and len(jobs) > 1:
         with _worker_pool(processes) as pool:
             list(pool.map(_rescore, *zip(*jobs, strict=True)))
     else:

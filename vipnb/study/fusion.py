@@ -4,7 +4,7 @@ two-stage fusion (§III.D) and the result coverage (§III.E)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +27,15 @@ class Scores:
     test: SplitLogits
 
 
+def _tta_splits(test_limit: int) -> dict[str, int]:
+    """The images `tta_scores` scores: all of val, the first `test_limit` of test (0: all)."""
+    return {"val": 0, "test": test_limit}
+
+
 def tta_scores(run: RunDir, test_size: int, test_limit: int = 0) -> Scores:
     """The whole image resized to `test_size`, scored under the paper's TTA views."""
-    val = rescore(run, TTA_VIEWS, test_size, "val", crop_size=test_size)
-    test = rescore(run, TTA_VIEWS, test_size, "test", limit=test_limit, crop_size=test_size)
+    val, test = (rescore(run, TTA_VIEWS, test_size, split, limit, crop_size=test_size)
+                 for split, limit in _tta_splits(test_limit).items())
     return Scores(val, test)
 
 
@@ -38,8 +43,8 @@ def tta_score_many(runs: Sequence[RunDir], test_sizes: Iterable[int], test_limit
                    processes: int = 1) -> None:
     """Score every run at every test size ahead of `tta_scores`, `processes` runs at once."""
     for size in test_sizes:
-        rescore_many(runs, TTA_VIEWS, size, 0, processes, "val", size)
-        rescore_many(runs, TTA_VIEWS, size, test_limit, processes, "test", size)
+        for split, limit in _tta_splits(test_limit).items():
+            rescore_many(runs, TTA_VIEWS, size, limit, processes, split, size)
 
 
 @dataclass(frozen=True)
@@ -83,17 +88,16 @@ def hard_classes_of(fusion: Fusion, val_labels: np.ndarray, num_classes: int,
                             threshold)
 
 
-def run_coverage(fusion: Fusion, hard: list[int],
-                 train_coverage: Callable[[list[int]], Sequence[RunDir]],
+def run_coverage(fusion: Fusion, hard: list[int], coverage_runs: Sequence[RunDir],
                  test_size: int, test_limit: int, num_classes: int,
                  rules: Sequence[str] = ("literal", "replace")) -> Coverage:
-    """Train the coverage models on `hard` (`train_coverage(hard)` returns their runs),
-    score them on test and cover the stage-2 fused labels with them under each rule."""
+    """Score the coverage models trained on `hard` on test and cover the stage-2 fused labels
+    with them under each rule."""
     if not hard:
         return Coverage([], {rule: [] for rule in rules},
                         {rule: fusion.stage2_test for rule in rules})
     predictions = [tta_scores(run, test_size, test_limit).test.predictions
-                   for run in train_coverage(hard)]
+                   for run in coverage_runs]
     covered = {rule: [cover(fusion.stage2_test, p, hard, rule) for p in predictions]
                for rule in rules}
     final = {rule: coverage_hard_vote(labels, num_classes) for rule, labels in covered.items()}
