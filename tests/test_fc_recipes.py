@@ -1,5 +1,7 @@
 """The fusion-coverage paper's recipes state its numbers and hyperparameters (§III, Tables I-III)."""
 
+import dataclasses
+
 import pytest
 
 from vipnb.engine import load_recipe
@@ -70,3 +72,17 @@ def test_every_row_loads_at_every_profile():
     for name in names:
         for profile in ("smoke", "cpu"):
             assert load_recipe(name, profile).dataset == "fashion50"
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+@pytest.mark.parametrize("backbone,loss", [(b, loss) for b, loss in TABLES if loss != "ce"])
+def test_robust_loss_rows_change_only_the_loss_of_their_cross_entropy_row(backbone, loss, profile):
+    """Table II-III's claims compare losses: a row differs from its Table I row in the loss
+    and its own parameters only (Taylor's t is 2 at paper, 8 at cpu: chosen on validation)."""
+    ce = dataclasses.asdict(load_recipe(f"fc_{backbone}_ce", profile))
+    robust = dataclasses.asdict(load_recipe(f"fc_{backbone}_{loss}", profile))
+    changed = {k for k in ce if ce[k] != robust[k]} - {"name", "description"}
+    loss_keys = {"taylor": {"taylor_order"}, "bitempered": {"bi_tempered_t1", "bi_tempered_t2"}}
+    assert changed <= {"loss"} | loss_keys[loss]
+    if loss == "taylor":
+        assert robust["taylor_order"] == {"paper": 2, "cpu": 8}[profile]
