@@ -4,6 +4,7 @@ MoCo initialisation (MoE paper) and the ImageNet backbone file (MTL-MoE poster) 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from types import SimpleNamespace
 from unittest import mock
@@ -24,6 +25,7 @@ from vipnb.engine.recipe import (
 )
 from vipnb.engine.tasks.mtl import MtlTask
 from vipnb.errors import VipnbError
+from vipnb.study.plan import moco_ablation
 
 
 def rows(prefix: str, source: str) -> list[str]:
@@ -86,6 +88,19 @@ def test_moe_paper():
     # one MoCo run per backbone architecture, shared by the rows built on it
     assert all(len(runs) == 1 for runs in moco_of_model.values()), moco_of_model
     assert len(moco_of_model) == 12
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu", "smoke"])
+def test_moco_ablation_sides_differ_in_their_initialisation_only(profile):
+    """The paper gives no ablation of §3.1's MoCo-v2 start; notebook 01 measures one with two
+    recipes that differ in `init_from` alone, each trained once (at paper moe_rs_sd50 itself
+    starts from MoCo, so moe_rs_sd50_moco would train it again)."""
+    without, with_moco = (load_recipe(name, profile) for name in moco_ablation(profile))
+    assert without.init_from == "" and with_moco.dependency("init_from").stage == "moco"
+    assert "moe_rs_sd50" in (without.name, with_moco.name)
+    differ = {k for k, v in dataclasses.asdict(without).items()
+              if getattr(with_moco, k) != v} - {"name", "description", "init_from"}
+    assert not differ
 
 
 def _on_meta(recipe):

@@ -108,7 +108,8 @@ def test_dependencies_are_listed_once_each_before_the_runs_that_need_them(tmp_pa
     assert len(names) == len(set(names)) == len(listed | mocos)
     assert len(mocos) == 12  # one MoCo-v2 run per backbone (MoE §3.1), shared by its rows
     moco = names.index("moe_moco_rs_sd50")
-    assert moco < min(names.index(n) for n in ("moe_rs_sd50", "moe_rs_sd50_moco", "moe_rs_sd50_n3"))
+    assert moco < min(names.index(n) for n in ("moe_rs_sd50", "moe_rs_sd50_n3"))
+    assert "moe_rs_sd50_scratch" in names and "moe_rs_sd50_moco" not in names  # moco_ablation
     assert plan.runs[moco].needed_for.startswith("init_from of ")
     assert names.index("moe_rs_sd50") < names.index("moe_rs_sd50_distill")  # teacher first
     e720 = plan.runs[names.index("moe_rs_sd50_n5_distill_e720")]

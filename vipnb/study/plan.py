@@ -54,8 +54,17 @@ _MOE_TABLE_2 = tuple(f"moe_regnety{s}{d}" for s in ("080", "120", "160", "320")
                      for d in ("", "_distill"))
 _MOE_TABLE_3 = tuple(f"moe_effnet{k}{d}" for k in ("b4", "b5", "b6", "v2s", "v2m")
                      for d in ("", "_distill"))
-RECIPES_01 = (*_MOE_TABLE_1, *_MOE_TABLE_2, *_MOE_TABLE_3, "moe_rs_sd50_moco",
-              "moe_matched_baseline", "baseline_resnet")
+
+
+def moco_ablation(profile: str) -> tuple[str, str]:
+    """MoE §3.1's MoCo-v2 initialisation as two recipes that differ in it only: (random start,
+    MoCo start). moe_rs_sd50 is the one side: where it starts from its MoCo run (paper) the
+    other is moe_rs_sd50_scratch, where it starts at random (cpu, smoke) moe_rs_sd50_moco."""
+    if load_recipe("moe_rs_sd50", profile).init_from:
+        return "moe_rs_sd50_scratch", "moe_rs_sd50"
+    return "moe_rs_sd50", "moe_rs_sd50_moco"
+
+
 RECIPES_02 = ("mtl_moe_cls_e1", "mtl_moe_cls_e6", "mtl_moe_cls_e3", "mtl_moe_e1", "mtl_moe_e3",
               "mtl_moe_e6", "mtl_transfer_direct", "mtl_transfer_frozen", "mtl_transfer_full")
 _VIPF_ROWS = (
@@ -99,7 +108,9 @@ def notebook_recipes(notebook: str, profile: str) -> NotebookRecipes:
     if stem == "00_data_and_baseline":
         return NotebookRecipes(("baseline_resnet",))
     if stem == "01_moe_distillation":
-        return NotebookRecipes(RECIPES_01)
+        moco_row = next(n for n in moco_ablation(profile) if n not in _MOE_TABLE_1)
+        return NotebookRecipes((*_MOE_TABLE_1, *_MOE_TABLE_2, *_MOE_TABLE_3, moco_row,
+                                "moe_matched_baseline", "baseline_resnet"))
     if stem == "02_mtl_moe_cub":
         return NotebookRecipes(RECIPES_02)
     if stem == "03_vipf_dsknet":
