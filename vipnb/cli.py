@@ -1,4 +1,4 @@
-"""`vipnb data | train | recipe | evaluate | run | bench | report` — the command line over the package."""
+"""`vipnb data | train | recipe | evaluate | run | bench | proof | report` — the command line over the package."""
 
 from __future__ import annotations
 
@@ -243,6 +243,12 @@ def _plan(args) -> None:
     print(plan.as_text())
 
 
+def _proof(args) -> None:
+    from vipnb.proof import run_proof
+
+    print(f"proof written to {run_proof(quick=args.quick, reports_root=args.reports)}")
+
+
 def _report(args) -> None:
     from vipnb import paths
     from vipnb.report.index import write_index
@@ -346,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device", help="whose measured rates to use, as the table names it "
                                        "(default: this machine's)")
     plan.set_defaults(func=_plan)
+
+    proof = commands.add_parser("proof", help="check the paper path on this machine's GPU: "
+                                "bench at the papers' sizes and two epochs of one paper "
+                                "recipe per notebook on generated data (minutes)")
+    proof.add_argument("--quick", action="store_true",
+                       help="small images and batches: the same path in about a minute on a CPU")
+    proof.add_argument("--reports", help="reports root (default: ./reports); writes "
+                       "bench/<machine>-proof.md and the bench entries")
+    proof.set_defaults(func=_proof)
 
     report = commands.add_parser("report", help="rewrite reports/index.md")
     report.add_argument("--reports", help="reports root (default: ./reports)")

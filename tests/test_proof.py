@@ -1,0 +1,37 @@
+"""`vipnb proof --quick`: the path a GPU check takes (bench at `paper`, two epochs of one `paper`
+recipe per notebook from generated JPEGs to the report) runs on a CPU at small sizes."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from vipnb import cli
+from vipnb.data.layout import scan_split
+from vipnb.proof import BENCH_MODELS, END_TO_END, QUICK_SIZES, make_vipriors_jpegs
+
+
+def test_quick_proof_runs_the_paper_path_from_jpegs_to_its_report(tmp_path, capsys):
+    leftovers = set(Path(tempfile.gettempdir()).glob("vipnb-proof-*"))
+    assert cli.main(["proof", "--quick", "--reports", str(tmp_path)]) == 0
+    written = Path(capsys.readouterr().out.split("proof written to ")[1].strip())
+    proof = json.loads(written.with_suffix(".json").read_text())
+    runs = proof["end_to_end"]
+    assert [(r["notebook"], r["recipe"]) for r in runs] == list(END_TO_END.items())
+    assert all(r["epochs"] == 2 and 0 <= r["test_top1"] <= 100 for r in runs)
+    assert [r["ten_crop_test_top1"] is None for r in runs] == [n == "02" for n in END_TO_END]
+    assert [b["model"] for b in proof["bench"]] == list(BENCH_MODELS)
+    assert all(b["input_size"] == QUICK_SIZES.input_size for b in proof["bench"])
+    throughput = (tmp_path / "bench" / "throughput.csv").read_text()
+    assert all(model in throughput for model in BENCH_MODELS)
+    assert "| 04 | fc_resnest101e_ce | 2 |" in written.read_text()
+    assert set(Path(tempfile.gettempdir()).glob("vipnb-proof-*")) == leftovers  # removed
+
+
+def test_generated_jpegs_are_a_vipriors_layout_with_labelled_test_images(tmp_path):
+    root = make_vipriors_jpegs(tmp_path / "v", QUICK_SIZES)
+    train, test = scan_split(root, "train"), scan_split(root, "test")
+    assert len(train.paths) == QUICK_SIZES.classes * QUICK_SIZES.train_per_class
+    assert all(p.suffix == ".JPEG" for p in train.paths)
+    assert sorted(set(test.labels.tolist())) == list(range(QUICK_SIZES.classes))

@@ -1,0 +1,208 @@
+"""`vipnb proof`: the `paper` path checked on this machine's accelerator in one command.
+
+(a) `vipnb bench --save` at the papers' sizes for the MoE paper's ResNeSt-50-AA and the VIPF
+    paper's DSK-ResNeXt-50: compute-only, the vipnb trainer and the plain timm + DataLoader
+    loop, with the bf16 and channels_last of the `paper` recipes;
+(b) two epochs of one `paper` recipe per notebook (and the runs it starts from) on generated
+    data at the papers' image sizes, a VIPriors-layout JPEG folder (a CUB-layout folder with
+    boxes for 02): JPEG decoding, training, the test score and a ten-crop re-score on the
+    training device.
+
+It writes the bench reports and throughput entries as `vipnb bench --save` does, and
+reports/bench/<machine>-proof.md and .json; the generated data and runs live in a temporary
+folder that is removed afterwards. `quick` shrinks images, data and batches so that the same
+path runs on a CPU in about a minute (the test suite's check of this command).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vipnb.atomic import write_text_atomic
+from vipnb.bench import bench, bench_report_target, save_throughput, write_bench_report
+from vipnb.data.fashion_boxes import NAMES as BOX_CLASSES
+from vipnb.data.fashion_boxes import build_fashion_boxes
+from vipnb.engine import load_recipe, train
+from vipnb.engine.precision import use_bf16
+from vipnb.engine.rescore import rescore
+from vipnb.eval.submission import write_labels_csv
+
+BENCH_MODELS = ("resnest50d_aa", "dsk_resnext50_32x4d")  # MoE §3.1, VIPF §4.1
+# One `paper` recipe per notebook, each exercising its paper's machinery: 01 trains its MoCo
+# initialisation and its teacher first; 04 fuses train + val (§III.C).
+END_TO_END = {"00": "baseline_resnet", "01": "moe_rs_sd50_n3_distill", "02": "mtl_moe_e3",
+              "03": "vipf_dsk_resnext50", "04": "fc_resnest101e_ce"}
+
+
+@dataclass(frozen=True)
+class ProofSizes:
+    """The generated data and the sizes the runs train at."""
+
+    image_side: int  # generated JPEGs (ImageNet's are about 400 px; CUB's 500)
+    cache_size: int  # MoE §3.1: 352 px images ...
+    input_size: int  # ... cropped to 320
+    classes: int
+    train_per_class: int
+    batch_size: int
+    bench_epochs: int
+
+
+PAPER_SIZES = ProofSizes(image_side=400, cache_size=352, input_size=320, classes=16,
+                         train_per_class=128, batch_size=128, bench_epochs=2)
+QUICK_SIZES = ProofSizes(image_side=48, cache_size=40, input_size=32, classes=3,
+                         train_per_class=8, batch_size=8, bench_epochs=1)
+
+
+@dataclass
+class EndToEnd:
+    notebook: str
+    recipe: str
+    run: str
+    epochs: int
+    wall_time_s: float
+    val_top1: float | None  # None: the run has no such score (02 has no val split)
+    test_top1: float | None
+    ten_crop_test_top1: float | None
+    device: str
+    bf16: bool
+
+
+def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = None) -> Path:
+    """Run (a) and (b) and write the proof report; return its .md path."""
+    sizes = QUICK_SIZES if quick else PAPER_SIZES
+    started = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="vipnb-proof-", dir=work))
+    try:
+        images = make_vipriors_jpegs(folder / "vipriors", sizes)
+        boxes = make_cub_boxes(folder / "cub", sizes)
+        benches = [_bench(model, images, sizes, reports_root) for model in BENCH_MODELS]
+        runs = [_end_to_end(notebook, name, boxes if notebook == "02" else images, folder,
+                            sizes) for notebook, name in END_TO_END.items()]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return _write_report(benches, runs, sizes, time.perf_counter() - started, reports_root)
+
+
+def make_vipriors_jpegs(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
+    """A VIPriors-layout folder of JPEGs whose colour and stripes depend on the class, so a
+    model can learn them; val as large as train's tenth, test as large as val."""
+    rng = np.random.default_rng(seed)
+    classes = [f"n{index:08d}" for index in range(sizes.classes)]  # wnid-shaped names
+    side = sizes.image_side
+
+    def image(label: int) -> Image.Image:
+        pixels = rng.normal(60 + 150 * label / max(1, sizes.classes - 1), 25, (side, side, 3))
+        period = 4 + 3 * label
+        pixels[:, (np.arange(side) // period) % 2 == 0, label % 3] += 60
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+    val_per_class = max(2, sizes.train_per_class // 10)
+    for split, per_class in (("train", sizes.train_per_class), ("val", val_per_class)):
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                image(label).save(root / split / name / f"{name}_{i}.JPEG", quality=90)
+    (root / "test" / "imgs").mkdir(parents=True)
+    labels = [i % sizes.classes for i in range(val_per_class * sizes.classes)]
+    for i, label in enumerate(labels):
+        image(label).save(root / "test" / "imgs" / f"img_{i}.JPEG", quality=90)
+    write_labels_csv(root / "test" / "labels.csv", [f"img_{i}.JPEG" for i in range(len(labels))],
+                     labels)
+    return root
+
+
+def make_cub_boxes(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
+    """fashion-boxes' CUB layout (images, boxes, split) at the image side, drawn from
+    generated items (a class-dependent bar pattern) instead of Fashion-MNIST."""
+    rng = np.random.default_rng(seed)
+    per_class = max(4, sizes.train_per_class // 4)
+
+    def items(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(len(BOX_CLASSES)), n_per_class)
+        pixels = rng.integers(0, 15, (len(labels), 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            pixels[i, 4:24, 2 + 2 * label:6 + 2 * label] = 200
+            pixels[i, 4 + 2 * label:8 + 2 * label, 4:24] = 120 + 10 * label
+        return pixels, labels
+
+    train_images, train_labels = items(per_class)
+    test_images, test_labels = items(max(2, per_class // 2))
+    return build_fashion_boxes(root, canvas=sizes.image_side, train_per_class=per_class,
+                               test_per_class=max(2, per_class // 2), seed=seed,
+                               source=(train_images, train_labels, test_images, test_labels))
+
+
+def _bench(model: str, images: Path, sizes: ProofSizes, reports_root):
+    started = time.perf_counter()
+    result = bench({"data_root": str(images), "input_size": sizes.input_size,
+                    "cache_size": sizes.cache_size, "batch_size": sizes.batch_size},
+                   model=model, profile="paper", epochs=sizes.bench_epochs)
+    write_bench_report(result, time.perf_counter() - started, reports_root)
+    save_throughput(result, reports_root)
+    return result
+
+
+def _end_to_end(notebook: str, name: str, data_root: Path, folder: Path,
+                sizes: ProofSizes) -> EndToEnd:
+    """Two epochs of `name` at `paper` (its dependencies too: the overrides reach them), then
+    its test set re-scored with ten crops on the device it trained on."""
+    overrides = {"data_root": str(data_root), "epochs": 2, "warmup_epochs": 1,
+                 "cooldown_epochs": 0, "mixup_off_epochs": 0, "batch_size": sizes.batch_size,
+                 "input_size": sizes.input_size, "cache_size": sizes.cache_size,
+                 "cache_dir": str(folder / "cache")}
+    recipe = load_recipe(name, "paper", overrides)
+    started = time.perf_counter()
+    run = train(recipe, folder / "runs", progress=False)
+    summary = run.summary()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ten_crop = (None if recipe.architecture == "mtl_moe"  # the poster scores one crop
+                else rescore(run, "ten_crop", sizes.cache_size, "test").top1)
+    return EndToEnd(notebook, name, run.path.name, summary["epochs"],
+                    time.perf_counter() - started, _percent(summary.get("val_top1")),
+                    _percent(summary.get("test_top1")), _percent(ten_crop), device,
+                    use_bf16(recipe.amp, torch.device(device)))
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
+def _write_report(benches, runs: list[EndToEnd], sizes: ProofSizes, wall_time_s: float,
+                  reports_root) -> Path:
+    target, header = bench_report_target("proof", wall_time_s, reports_root)
+    write_text_atomic(target.with_suffix(".json"), json.dumps(
+        {"header": header.as_dict(), "sizes": asdict(sizes),
+         "bench": [b.as_dict() for b in benches], "end_to_end": [asdict(r) for r in runs]},
+        indent=1))
+    lines = [f"# The `paper` path on {benches[0].machine}", "", header.as_markdown(),
+             f"Generated data: {sizes.classes} classes × {sizes.train_per_class} training "
+             f"JPEGs of {sizes.image_side} px, cached at {sizes.cache_size} px, crops of "
+             f"{sizes.input_size} px, batch {sizes.batch_size}.", "",
+             "## Training speed (vipnb bench)", "",
+             "| model | compute-only (img/s) | vipnb (img/s) | reference loop (img/s) | "
+             "efficiency | bf16 | channels_last |", "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+             *(f"| {b.model} | {b.compute_images_per_s:.1f} | {b.vipnb_images_per_s:.1f} | "
+               f"{b.reference_images_per_s:.1f} | {b.efficiency:.2f} | {b.bf16} | "
+               f"{b.channels_last} |" for b in benches), "",
+             "## Two epochs of one `paper` recipe per notebook", "",
+             "| notebook | recipe | epochs | wall time (s) | val top-1 (%) | test top-1 (%) | "
+             "ten-crop test top-1 (%) | device | bf16 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+             *(f"| {r.notebook} | {r.recipe} | {r.epochs} | {r.wall_time_s:.1f} | "
+               f"{_cell(r.val_top1)} | {_cell(r.test_top1)} | {_cell(r.ten_crop_test_top1)} | "
+               f"{r.device} | {r.bf16} |" for r in runs), "",
+             "Two epochs on generated data check that the path runs, not what it learns."]
+    return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
