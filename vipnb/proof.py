@@ -124,7 +124,8 @@ def make_cub_boxes(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
     """fashion-boxes' CUB layout (images, boxes, split) at the image side, drawn from
     generated items (a class-dependent bar pattern) instead of Fashion-MNIST."""
     rng = np.random.default_rng(seed)
-    per_class = max(4, sizes.train_per_class // 4)
+    train_per_class = max(4, sizes.train_per_class // 4)
+    test_per_class = max(2, train_per_class // 2)
 
     def items(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.arange(len(BOX_CLASSES)), n_per_class)
@@ -134,10 +135,10 @@ def make_cub_boxes(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
             pixels[i, 4 + 2 * label:8 + 2 * label, 4:24] = 120 + 10 * label
         return pixels, labels
 
-    train_images, train_labels = items(per_class)
-    test_images, test_labels = items(max(2, per_class // 2))
-    return build_fashion_boxes(root, canvas=sizes.image_side, train_per_class=per_class,
-                               test_per_class=max(2, per_class // 2), seed=seed,
+    train_images, train_labels = items(train_per_class)
+    test_images, test_labels = items(test_per_class)
+    return build_fashion_boxes(root, canvas=sizes.image_side, train_per_class=train_per_class,
+                               test_per_class=test_per_class, seed=seed,
                                source=(train_images, train_labels, test_images, test_labels))
 
 
