@@ -35,3 +35,10 @@ def test_generated_jpegs_are_a_vipriors_layout_with_labelled_test_images(tmp_pat
     assert len(train.paths) == QUICK_SIZES.classes * QUICK_SIZES.train_per_class
     assert all(p.suffix == ".JPEG" for p in train.paths)
     assert sorted(set(test.labels.tolist())) == list(range(QUICK_SIZES.classes))
+
+
+def test_proof_at_the_papers_sizes_needs_a_gpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert cli.main(["proof", "--reports", str(tmp_path)]) != 0
+    assert "vipnb proof --quick" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

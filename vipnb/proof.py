@@ -34,6 +34,7 @@ from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import load_recipe, train
 from vipnb.engine.precision import use_bf16
 from vipnb.engine.rescore import rescore
+from vipnb.errors import VipnbError
 from vipnb.eval.submission import write_labels_csv
 
 BENCH_MODELS = ("resnest50d_aa", "dsk_resnext50_32x4d")  # MoE §3.1, VIPF §4.1
@@ -78,6 +79,10 @@ class EndToEnd:
 
 def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = None) -> Path:
     """Run (a) and (b) and write the proof report; return its .md path."""
+    if not quick and not torch.cuda.is_available():
+        raise VipnbError("vipnb proof checks the paper path on a GPU and this machine has none "
+                         "(at the papers' sizes it would take hours here); `vipnb proof --quick` "
+                         "runs the same path at small sizes on this CPU")
     sizes = QUICK_SIZES if quick else PAPER_SIZES
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="vipnb-proof-", dir=work))
