@@ -11,7 +11,9 @@ import jupytext
 import pytest
 from conftest import DATA_DIR, write_recipe_file
 
+from vipnb import cli
 from vipnb.engine import load_recipe, train
+from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.run import find_notebook, list_notebooks, notebook_parameters
 
@@ -85,6 +87,18 @@ def test_how_a_run_is_computed_does_not_rename_it():
 @pytest.mark.parametrize("notebook", list_notebooks())
 def test_every_notebook_takes_recipe_overrides(notebook):
     assert "recipe_overrides" in notebook_parameters(jupytext.read(find_notebook(notebook)))
+
+
+def test_recipe_overrides_given_to_vipnb_run_reach_the_runs_the_notebook_trains(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("VIPNB_RUNS", str(tmp_path / "runs"))
+    assert cli.main(["run", "00", "--profile", "smoke", "-p", "seeds=[0]",
+                     "-p", 'recipe_overrides={"epochs": 1, "accum_steps": 2}',
+                     "-p", f"out_dir={tmp_path / 'report'}"]) == 0
+    runs = [RunDir(path) for path in (tmp_path / "runs").iterdir()]
+    assert len(runs) == 1 and runs[0].summary()["epochs"] == 1 != load_recipe(
+        "baseline_resnet", "smoke").epochs
+    assert (runs[0].recipe.epochs, runs[0].recipe.accum_steps) == (1, 2)
 
 
 def test_fusion_coverage_trains_on_train_and_val_with_a_new_validation_split():
