@@ -75,7 +75,7 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 from vipnb.study.claims import Claim, Result, against_baselines, assess
-from vipnb.study.plan import show_plan
+from vipnb.study.plan import VIPF_FINAL_MODELS, show_plan
 from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
 
 started = time.perf_counter()
@@ -420,9 +420,8 @@ if len(classes) == 10:  # fashion50's classes
 N_BEST = 4
 # A model at chance on validation (a collapsed run) only adds noise to the average.
 chance = 100 / len(classes)
-FINAL_MODELS = [name for name, _ in TABLE_2 if "b3" not in name and "_g1" not in name] + [
-    name for name, _ in TABLE_3]
-members = [n for n in FINAL_MODELS if groups[n].val_top1() > chance + 1] or FINAL_MODELS
+members = ([n for n in VIPF_FINAL_MODELS if groups[n].val_top1() > chance + 1]
+           or list(VIPF_FINAL_MODELS))
 ensembles, labels, weights = weighted_ensembles([groups[n] for n in members], N_BEST)
 known = labels >= 0
 ensemble_top1 = [100 * top1(p[known], labels[known]) for p in ensembles]

@@ -5,6 +5,7 @@ import pytest
 
 from vipnb.engine import load_recipe
 from vipnb.engine.recipe import paper_reference
+from vipnb.study.plan import VIPF_FINAL_MODELS, notebook_recipes
 
 # recipe: (paper top-1, epochs, input size, model) as Tables 1-5 and §4.1 give them.
 PAPER = {
@@ -106,3 +107,16 @@ def test_every_row_has_a_small_cpu_analogue(name):
     assert recipe.dataset == "fashion50" and recipe.input_size <= 40
     # every row keeps the paper's epochs at a sixth (360 -> 60, 720 -> 120, 540 -> 90, 90 -> 15)
     assert 6 * recipe.epochs == load_recipe(name, "paper").epochs
+
+
+def test_the_ensemble_is_the_final_models_of_the_six_families_section_4_2_names():
+    # §4.2: "16 models including EfficientNet-b5, EfficientNet-b6, ResNeSt-101, ResNeSt-200,
+    # DSK-ResNeXt50, DSK-ResNeXt101"; no ablation row (b3, γ = 1, the induced tree) joins them
+    families = {load_recipe(name, "paper").model for name in VIPF_FINAL_MODELS}
+    assert families == {"efficientnet_b5", "efficientnet_b6", "resnest101e", "resnest200e",
+                        "dsk_resnext50_32x4d", "dsk_resnext101_32x4d"}
+    assert len(set(VIPF_FINAL_MODELS)) == 12
+    assert set(VIPF_FINAL_MODELS) <= set(notebook_recipes("03_vipf_dsknet", "paper").recipes)
+    for name in VIPF_FINAL_MODELS:
+        recipe = load_recipe(name, "paper")
+        assert recipe.val_into_train == 0.9 and recipe.eval_views == "ten_crop", name

@@ -78,6 +78,12 @@ _VIPF_ROWS = (
     "vipf_cutmix_p05", "vipf_cutmix_p07", "vipf_cutmix_p10", "vipf_t5_resnext50",
     "vipf_t5_dual_pool", "vipf_t5_label_smooth", "vipf_t5_dropout02", "vipf_t5_dropout04",
     "vipf_t5_all")
+# VIPF §4.2's ensemble: "16 models including EfficientNet-b5, EfficientNet-b6, ResNeSt-101,
+# ResNeSt-200, DSK-ResNeXt50, DSK-ResNeXt101": the final rows of Tables 2 and 3 of those six
+# families, with and without TSL and at both sizes (12; the paper does not name its other four).
+VIPF_FINAL_MODELS = (*(f"vipf_effnet_b{n}{t}" for n in (5, 6) for t in ("", "_tsl")),
+                     *(f"vipf_resnest{d}{t}" for d in (101, 200) for t in ("", "_tsl")),
+                     *(f"vipf_final_dsk{d}_{s}" for d in (50, 101) for s in (224, 320)))
 _FC_BACKBONES = ("resnest101e", "tresnet_xl", "mixnet_xxl", "resnest200e", "densenet161",
                  "skresnext50", "seresnet152d", "seresnet101", "seresnext101", "rexnet200",
                  "regnetx120", "inception_resnet_v2")
