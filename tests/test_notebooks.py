@@ -50,3 +50,19 @@ def test_a_refresh_keeps_the_ids_of_unchanged_cells():
     fresh = notebook(["a = 1", "a += 1", "print(a)", "print(a)"], ["n1", "n2", "n3", "n4"])
     keep_cell_ids(fresh, previous)
     assert [cell.id for cell in fresh.cells] == ["id-a", "n2", "id-p1", "id-p2"]
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_at_paper_the_plan_shows_before_anything_trains(name: str):
+    # the cell after the parameters shows `vipnb plan`'s runs and GPU-hours at paper (what
+    # show_plan prints is tested in test_plan); no earlier cell trains
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.py")
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(notebook.cells)
+                 if "parameters" in c.metadata.get("tags", []))
+    setup = next(c.source for c in notebook.cells[first + 1:] if c.cell_type == "code")
+    assert 'if profile == "paper":' in setup
+    assert f'    show_plan("{name}", profile, seeds, runs_root' in setup
+    trains = ("train_seed_groups(", "train_many(", "train(")
+    before = code[: code.index(setup)]
+    assert not any(t in source for source in before for t in trains)
