@@ -26,6 +26,10 @@ data: $(BIN)/vipnb
 	  echo "Installing Debian's dataset-fashion-mnist"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
+	@if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "$$WNSEARCHDIR" ]; then \
+	  echo "Installing Debian's wordnet-base (WordNet 3.0: VIPF's semantic tree at paper)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; \
+	fi
 	$(BIN)/vipnb data fashion50 --out data/fashion50
 	$(BIN)/vipnb data fashion-boxes --out data/fashion_boxes
 

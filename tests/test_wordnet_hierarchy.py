@@ -3,6 +3,7 @@ parser, NBDT's first-hypernym paths merged and collapsed, the `hierarchy: wordne
 and training with it. Every database here is a small generated data.noun in WordNet 3.0's
 wndb(5) format, so no WordNet package is needed."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from conftest import make_tree
 
 from vipnb.data.sources import load_run_data
+from vipnb.data.splits import load_vipriors_splits
 from vipnb.engine import load_recipe, train
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.tasks.classify import ClassifyTask
@@ -141,6 +143,31 @@ def test_bad_classes_and_databases_are_refused_by_name(database, tmp_path):
         wordnet_hierarchy([wnid["dog"], "n00000003"], directory)
     with pytest.raises(VipnbError, match="wordnet-base"):
         wordnet_hierarchy([wnid["dog"]], tmp_path / "nowhere")
+
+
+SYSTEM_WORDNET = Path("/usr/share/wordnet")  # Debian's wordnet-base; `make setup` installs it
+SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
+
+
+@pytest.mark.skipif(not (SYSTEM_WORDNET / "data.noun").is_file()
+                    or not (SPLITS_DIR / "train.pickle").is_file(),
+                    reason="needs Debian's wordnet-base and the official VIPriors split files")
+def test_the_real_wordnet_tree_over_the_1000_vipriors_classes_has_the_papers_superclasses():
+    # §3.2: parents are "superclasses such as animal, vehicle"; ImageNet's classes 0-397 are
+    # its animals and 151-268 its dogs
+    wnids = load_vipriors_splits(SPLITS_DIR).wnids
+    tree = wordnet_tree(wnids, SYSTEM_WORDNET)
+    hierarchy = tree.hierarchy
+    assert hierarchy.num_classes == 1000
+    assert min(len(children) for children in hierarchy.children.values()) >= 2
+    node = {name: n for n, name in tree.names.items()}
+    assert set(hierarchy.leaves[node["animal"]]) == set(range(398))
+    assert set(hierarchy.leaves[node["dog"]]) == set(range(151, 269))
+    # airliner, canoe, space shuttle, submarine; not the wheeled vehicles: nltk sorts their
+    # hypernyms by name, `container` before `vehicle`, and NBDT's tree takes the first
+    vehicles = {wnids.index(w) for w in ("n02690373", "n02951358", "n04266014", "n04347754")}
+    assert vehicles <= set(hierarchy.leaves[node["vehicle"]])
+    assert wnids.index("n02701002") not in hierarchy.leaves[node["vehicle"]]  # ambulance
 
 
 # -- the recipe key and training ---------------------------------------------------------------
