@@ -36,7 +36,7 @@ data: $(BIN)/vipnb
 test: setup
 	rm -rf $(TEST_OUT)
 	VIPNB_REPORTS=$(TEST_OUT)/reports VIPNB_RUNS=$(TEST_OUT)/runs \
-	  $(BIN)/python -m pytest -q tests --nbval-lax notebooks/*.ipynb
+	  $(BIN)/python -m pytest -q --durations=20 tests --nbval-lax notebooks/*.ipynb
 
 reproduce: setup
 	$(BIN)/vipnb run $(NOTEBOOKS) --profile cpu -p seeds='$(SEEDS)'
