@@ -42,6 +42,30 @@ def test_paired_interval_and_mde_by_hand():
     assert result.p == pytest.approx(0.07418, abs=1e-4)
 
 
+def test_detectable_effect_is_at_holms_strictest_level_over_the_claims_judged_together():
+    # three claims with the differences 1, 2, 3: Holm's first step tests at α/3, so the
+    # detectable effect uses t_{1-α/6, 2} = 7.648804, not t_{1-α/2, 2} = 4.302653
+    se = 1 / math.sqrt(3)
+    claims = [Claim(f"step {i}", 70.0, 72.0, [70.0, 71.0, 72.0], [71.0, 73.0, 75.0])
+              for i in range(3)]
+    for row in assess(claims):
+        assert row["mde"] == pytest.approx((7.648804 + 1.060660) * se, abs=1e-5)
+        assert row["ci_low"] == pytest.approx(2 - 4.302653 * se, abs=1e-5)  # interval: 95 %
+    # one-seed claims are not tested, so they do not raise the others' level
+    alone, _ = assess([claims[0], Claim("one seed", 70.0, 72.0, [70.0], [71.0])])
+    assert alone["mde"] == pytest.approx((4.302653 + 1.060660) * se, abs=1e-5)
+
+
+def test_an_interval_that_misses_zero_can_read_not_detected_and_the_detectable_effect_says_why():
+    # differences 1.8, 2.0, 2.2 (p = 0.0033) among 20 such claims: Holm needs p < 0.0025
+    claims = [Claim(f"step {i}", 70.0, 72.0, [70.0, 71.0, 72.0], [71.8, 73.0, 74.2])
+              for i in range(20)]
+    for row in assess(claims):
+        assert row["ci_low"] > 1.4 and row["p"] < 0.005
+        assert row["verdict"] == NOT_DETECTED and row["ours_difference"] < row["mde"]
+    assert assess(claims[:3])[0]["verdict"] == REPRODUCED  # three of them pass Holm
+
+
 def test_pairing_removes_the_seeds_luck():
     before, after = [60.0, 70.0, 80.0], [61.0, 71.1, 80.9]  # seeds differ a lot, the step not
     result = paired_difference(before, after)

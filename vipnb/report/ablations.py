@@ -52,10 +52,11 @@ def claims_conclusion(rows: Sequence[dict]) -> str:
              f"{counts['opposite']}; not detected: {counts['not detected']}."]
     if with_interval:
         mde = sorted(r["mde"] for r in with_interval)
-        lines.append(f"With these seeds, the smallest true difference each claim could have "
-                     f"shown four times in five ranges from {mde[0]:.2f} to {mde[-1]:.2f} pp "
-                     f"(median {np.median(mde):.2f}); a claim that is not detected may still "
-                     "hold with an effect below that.")
+        lines.append(f"With these seeds and {len(with_interval)} claims judged together, the "
+                     f"smallest true difference each claim could have shown four times in five "
+                     f"ranges from {mde[0]:.2f} to {mde[-1]:.2f} pp (median "
+                     f"{np.median(mde):.2f}); a claim that is not detected may still hold with "
+                     "an effect below that, and only more seeds lower it.")
     for verdict in ("reproduced", "opposite"):
         named = [r["claim"] for r in rows if r["verdict"] == verdict]
         if named:
@@ -90,7 +91,7 @@ def _write_table(rows: Sequence[dict], out_dir: Path, stem: str, header: ReportH
                          [{k: _number(v) for k, v in row.items()} for row in rows])
     lines = [f"# {title}", ""] if title else []
     lines += [header.as_markdown(),
-              "| claim | paper (pp) | ours (pp, paired, 95 % interval) | detectable (pp) | "
+              "| claim | paper (pp) | ours (pp, paired, 95 % interval) | detectable (pp, Holm) | "
               "ours before → after (%) | test images | verdict |",
               "| --- | ---: | --- | ---: | --- | ---: | --- |"]
     for r in rows:
@@ -105,7 +106,9 @@ def _write_table(rows: Sequence[dict], out_dir: Path, stem: str, header: ReportH
     lines += ["", "Paired over seeds: seed s of both sides draws the same data order and "
               "augmentation, and the same initialisation where both sides build the same "
               "network (not across architectures). Verdicts on Holm-adjusted p-values at "
-              "α = 0.05; *detectable*: the smallest true difference seen with 80 % power. "
+              "α = 0.05, over all the claims here; *detectable*: the smallest true difference "
+              "seen with 80 % power at Holm's strictest level (α over the number of claims), "
+              "so an interval that misses zero can still read *not detected*. "
               "A paper column of \"+\" or \"−\" is a direction the paper states in words or "
               "shows in a figure without numbers for both sides."]
     if footer:

@@ -6,9 +6,12 @@ seed s of both sides shares its data order and initialisation where the code all
 difference of each seed removes the seed's own luck, and the interval is the paired t
 interval  d̄ ± t_{1−α/2, n−1} · s_d / √n.
 
-The minimum detectable effect at 80 % power is (t_{1−α/2, n−1} + t_{power, n−1}) · s_d / √n:
-a true difference of that size would be seen four times in five. A claim that reads
-*not detected* says that, not that the idea does nothing.
+The minimum detectable effect at 80 % power is (t_{1−α/(2m), n−1} + t_{power, n−1}) · s_d / √n
+for m claims judged together: a true difference of that size would be seen four times in five
+even at Holm's strictest level, α/m, whatever the other claims do. A claim that reads *not
+detected* says that, not that the idea does nothing. With few seeds and many claims this is
+large (3 seeds, 31 claims: t_{1−α/(2m), 2} ≈ 25, six times t_{1−α/2, 2}); only more seeds
+shrink it.
 
 Multiple comparisons: the verdicts of one notebook's claims are made on Holm-adjusted p-values
 (`assess`), so the chance of any false *reproduced* or *opposite* among them stays below α;
@@ -94,14 +97,16 @@ class PairedDifference:
     mean: float
     low: float
     high: float
-    mde: float  # the smallest true difference seen with `power` (nan with one seed)
+    mde: float  # the smallest true difference seen with `power` at α/tests (nan with one seed)
     seeds: int
     p: float
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float], alpha: float = 0.05,
-                      power: float = 0.8) -> PairedDifference:
-    """The paired t interval of `after` − `before` (one value per seed on each side)."""
+                      power: float = 0.8, tests: int = 1) -> PairedDifference:
+    """The paired t interval of `after` − `before` (one value per seed on each side) at
+    level `alpha`; the detectable effect at `alpha` / `tests`, Holm's strictest level over
+    `tests` claims judged together."""
     if len(before) != len(after) or not before:
         raise VipnbError(f"a paired claim needs the same seeds on both sides, got {len(before)} "
                          f"and {len(after)} values")
@@ -117,7 +122,7 @@ def paired_difference(before: Sequence[float], after: Sequence[float], alpha: fl
         p = 1.0 if mean == 0 else 0.0
     else:
         p = student_t_two_sided_p(mean / standard_error, n - 1)
-    mde = (critical + t_quantile(power, n - 1)) * standard_error
+    mde = (t_quantile(1 - alpha / (2 * tests), n - 1) + t_quantile(power, n - 1)) * standard_error
     return PairedDifference(mean, mean - critical * standard_error,
                             mean + critical * standard_error, mde, n, p)
 
@@ -145,7 +150,8 @@ def assess(claims: Sequence[Claim], alpha: float = 0.05) -> list[dict]:
     """One row per claim: the paper's difference, our paired difference with its interval, the
     detectable effect, the means of both sides and the verdict on Holm-adjusted p over all of
     `claims` (pass a notebook's claims together)."""
-    results = [paired_difference(c.before, c.after, alpha) for c in claims]
+    tests = sum(len(c.before) > 1 for c in claims)  # the claims Holm's correction spans
+    results = [paired_difference(c.before, c.after, alpha, tests=max(tests, 1)) for c in claims]
     adjusted = holm([r.p for r in results])
     return [{"claim": c.name, "paper_difference": c.paper_difference,
              "paper_direction": c.paper_direction, "ours_difference": r.mean, "ci_low": r.low, "ci_high": r.high, "mde": r.mde,
