@@ -1,7 +1,7 @@
 """VIPF §3.2's semantic class tree from WordNet (vipnb.losses.wordnet_hierarchy): the data.noun
 parser, NBDT's first-hypernym paths merged and collapsed, the `hierarchy: wordnet` recipe key,
-and training with it. Every database here is a small generated data.noun in WordNet 3.0's
-wndb(5) format, so no WordNet package is needed."""
+and training with it. The databases are small generated data.noun files in WordNet 3.0's
+wndb(5) format, but one test, which reads Debian's wordnet-base over the 1000 VIPriors classes."""
 
 import os
 from pathlib import Path
