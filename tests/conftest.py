@@ -3,6 +3,7 @@ report header with fixed values."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ from vipnb.report.header import ReportHeader
 # The tests are an edge, as the CLI and the notebooks are: they resolve where the built-in
 # datasets are built and pass it down in the recipe's `data_dir`.
 DATA_DIR = paths.data_root()
+
+# The official VIPriors split files are not in the repository; point VIPNB_VIPRIORS_SPLITS at a
+# copy.
+SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
+SPLIT_NAMES = ("train.pickle", "val.pickle", "test.pickle")
+needs_official_splits = pytest.mark.skipif(
+    not all((SPLITS_DIR / name).is_file() for name in SPLIT_NAMES),
+    reason=f"official VIPriors split files not found in {SPLITS_DIR} (set VIPNB_VIPRIORS_SPLITS)",
+)
 
 
 def make_tree(root: Path, classes=("a_cls", "b_cls", "c_cls"), per_class=6, test=9,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tree
+from conftest import SPLITS_DIR, make_tree
 
 from vipnb import cli
 from vipnb.data.cache import decode_split
@@ -29,7 +29,6 @@ from vipnb.errors import VipnbError
 from vipnb.run import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
-SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
 
 
 def tiny_recipe(tree: Path, **changes):

@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from conftest import SPLITS_DIR, needs_official_splits
 
 from vipnb.data.splits import (
     _NoGlobalsUnpickler,
@@ -16,15 +17,6 @@ from vipnb.data.splits import (
     test_labels,
 )
 from vipnb.errors import VipnbError
-
-# The official split files are not in the repository; point VIPNB_VIPRIORS_SPLITS at a copy.
-SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
-needs_official_splits = pytest.mark.skipif(
-    not all(
-        (SPLITS_DIR / name).is_file() for name in ("train.pickle", "val.pickle", "test.pickle")
-    ),
-    reason=f"official VIPriors split files not found in {SPLITS_DIR} (set VIPNB_VIPRIORS_SPLITS)",
-)
 
 
 @needs_official_splits

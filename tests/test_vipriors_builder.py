@@ -13,21 +13,16 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SPLIT_NAMES, SPLITS_DIR, needs_official_splits
 from PIL import Image
 
 from vipnb.data.splits import VipriorsSplits, load_vipriors_splits, test_labels
 from vipnb.data.vipriors import build_vipriors
 from vipnb.errors import VipnbError
 
-# The official split files are not in the repository; point VIPNB_VIPRIORS_SPLITS at a copy.
-SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
-SPLIT_NAMES = ("train.pickle", "val.pickle", "test.pickle")
 CLASSES = 3
 
-pytestmark = pytest.mark.skipif(
-    not all((SPLITS_DIR / name).is_file() for name in SPLIT_NAMES),
-    reason=f"official VIPriors split files not found in {SPLITS_DIR} (set VIPNB_VIPRIORS_SPLITS)",
-)
+pytestmark = needs_official_splits
 
 
 def _write_fake_imagenet(

@@ -3,12 +3,11 @@ parser, NBDT's first-hypernym paths merged and collapsed, the `hierarchy: wordne
 and training with it. The databases are small generated data.noun files in WordNet 3.0's
 wndb(5) format, but one test, which reads Debian's wordnet-base over the 1000 VIPriors classes."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tree
+from conftest import SPLITS_DIR, make_tree
 
 from vipnb.data.sources import load_run_data
 from vipnb.data.splits import load_vipriors_splits
@@ -146,7 +145,6 @@ def test_bad_classes_and_databases_are_refused_by_name(database, tmp_path):
 
 
 SYSTEM_WORDNET = Path("/usr/share/wordnet")  # Debian's wordnet-base; `make setup` installs it
-SPLITS_DIR = Path(os.environ.get("VIPNB_VIPRIORS_SPLITS", "/work/shared/data/vipriors-splits"))
 
 
 @pytest.mark.skipif(not (SYSTEM_WORDNET / "data.noun").is_file()
