@@ -3,10 +3,14 @@ place) and the version of the code's results."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
+import pytest
 from conftest import make_tree, write_recipe_file
 
+from vipnb.data import fingerprint
+from vipnb.data.fingerprint import COMPLETION_MARKERS
 from vipnb.engine import load_recipe, train
 from vipnb.engine import recipe as recipe_module
 
@@ -47,3 +51,21 @@ def test_the_results_version_enters_the_name(tmp_path, monkeypatch):
     before = load_recipe(file, "smoke").run_name
     monkeypatch.setattr(recipe_module, "RESULTS_VERSION", recipe_module.RESULTS_VERSION + 1)
     assert load_recipe(file, "smoke").run_name != before
+
+
+@pytest.mark.parametrize("marker", COMPLETION_MARKERS)
+def test_a_finished_build_is_scanned_once_per_build_and_an_unfinished_one_each_time(
+        tmp_path, monkeypatch, marker):
+    tree = make_tree(tmp_path / "tree")
+    file = write_recipe_file(tmp_path, "tiny", tree)
+    scans = []
+    monkeypatch.setattr(fingerprint, "_content_digest",
+                        lambda root, scan=fingerprint._content_digest: scans.append(root) or scan(root))
+    names = {load_recipe(file, "smoke").run_name for _ in range(2)}
+    assert len(scans) == 2  # no marker: nothing says the folder did not change
+    (tree / marker).write_text("{}")
+    names |= {load_recipe(file, "smoke").run_name for _ in range(2)}
+    assert len(scans) == 3
+    os.utime(tree / marker, ns=(1, 1))  # a rebuild writes its marker anew
+    names |= {load_recipe(file, "smoke").run_name}
+    assert len(scans) == 4 and len(names) == 1  # markers are not data

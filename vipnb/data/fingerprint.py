@@ -17,9 +17,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from vipnb.data.build_folder import COMPLETE
+from vipnb.data.fashion_boxes import STAMP as FASHION_BOXES_STAMP
 from vipnb.errors import VipnbError
 
 _TEXT_SUFFIXES = (".csv", ".txt")
+# What the builders write last: a folder holding one is scanned once per build, not once per
+# run name.
+COMPLETION_MARKERS = (COMPLETE, FASHION_BOXES_STAMP)
 NO_DATA = "no-data"  # the data is not there yet: such a name never names a trained run
 
 
@@ -35,10 +40,10 @@ def data_fingerprint(recipe) -> str:
         return NO_DATA
     if not root.is_dir():
         return NO_DATA
-    marker = root / ".complete"
-    if not marker.exists():  # nothing tells when such a folder changes: scan it every time
+    markers = [root / name for name in COMPLETION_MARKERS if (root / name).exists()]
+    if not markers:  # nothing tells when such a folder changes: scan it every time
         return _content_digest(str(root.resolve()))
-    return _cached_digest(str(root.resolve()), marker.stat().st_mtime_ns)
+    return _cached_digest(str(root.resolve()), markers[0].stat().st_mtime_ns)
 
 
 def _data_root(recipe) -> Path:
@@ -66,14 +71,15 @@ def _content_digest(root: str) -> str:
 
 
 def _data_files(root: str):
-    stack = [root]
+    """Paths relative to `root`, joined by hand: os.path.relpath costs more than the scan."""
+    stack = [(root, "")]
     while stack:
-        folder = stack.pop()
+        folder, relative = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=True):
-                    stack.append(entry.path)
+                    stack.append((entry.path, f"{relative}{entry.name}/"))
                 else:
-                    yield os.path.relpath(entry.path, root)
+                    yield f"{relative}{entry.name}"
