@@ -42,11 +42,14 @@ seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
+max_seeds = None  # claims wider than ±1.5 pp train their two rows on more seeds, up to this
+# many; None: 10 at cpu, none at smoke and paper (each seed is a whole training run)
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -75,8 +78,14 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 from vipnb.study.claims import Claim, Result, against_baselines, assess
+from vipnb.study.more_seeds import add_seeds_to_wide_claims
 from vipnb.study.plan import VIPF_FINAL_MODELS, show_plan
-from vipnb.study.seed_groups import train_seed_groups, weighted_ensembles
+from vipnb.study.seed_groups import (
+    on_common_seeds,
+    train_seed_groups,
+    train_seeds,
+    weighted_ensembles,
+)
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("03_vipf_dsknet", profile))
@@ -226,6 +235,12 @@ for key in keys:
 # ResNeXt50_32x4d of the same widths (no anti-aliasing, no second residual function, no
 # selective kernels) with Table 1's recipe, epochs and seeds (`vipf_matched_baseline.yaml`),
 # and notebook 00's ResNet-18.
+#
+# Then power where it is missing: each step of section 8 whose paired 95 % interval is wider
+# than ±1.5 pp trains its two rows on more seeds, as many as its spread asks for, up to
+# `max_seeds` (10 at `cpu`); the other rows keep the notebook's seeds
+# (`vipnb.study.more_seeds`). A table row then averages all of its seeds, a step pairs the
+# seeds its rows share, and the final results of section 10 pair over the notebook's seeds.
 
 # %%
 TABLE_1 = [("vipf_resnext50", "ResNeXt50_32x4d"), ("vipf_d_resnext50", "D-ResNeXt50_32x4d"),
@@ -260,8 +275,58 @@ TABLE_5 = [("vipf_t5_resnext50", "ResNeXt50_32x4d"),
 MATCHED = "vipf_matched_baseline"
 rows_run = list(dict.fromkeys(name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + TABLE_4
                                + TABLE_5))
+STEPS = [
+    ("2 → 3 branches (ResNeXt → D-ResNeXt)", "vipf_resnext50", "vipf_d_resnext50"),
+    ("+SK (ResNeXt → SK-ResNeXt)", "vipf_resnext50", "vipf_sk_resnext50"),
+    ("+anti-aliasing (SK-ResNeXt)", "vipf_sk_resnext50_noaa", "vipf_sk_resnext50"),
+    ("2 → 3 branches (SK-ResNeXt → DSK-ResNeXt)", "vipf_sk_resnext50", "vipf_dsk_resnext50"),
+    ("+PCL (DSK-ResNeXt)", "vipf_dsk_resnext50", "vipf_dsk_resnext50_pcl"),
+    ("+CL, β = 1 (literal)", "vipf_dsk_resnext50_pcl", "vipf_dsk_resnext50_pcl_cl"),
+    ("+CL, β = 0.0005 (swapped reading)", "vipf_dsk_resnext50_pcl",
+     "vipf_dsk_resnext50_pcl_cl_swapped"),
+    ("+TSL, γ = 0.0005 (literal; ResNeSt-101)", "vipf_resnest101", "vipf_resnest101_tsl"),
+    ("+TSL, γ = 1 (swapped reading; ResNeSt-101)", "vipf_resnest101", "vipf_resnest101_tsl_g1"),
+    ("224 → 320 px (DSK-50, final)", "vipf_final_dsk50_224", "vipf_final_dsk50_320"),
+    ("50 → 101 layers (DSK, final, 224 px)", "vipf_final_dsk50_224", "vipf_final_dsk101_224"),
+    *[(f"CutMix p = 0 → {p}", "vipf_cutmix_p0", f"vipf_cutmix_p{key}")
+      for key, p in (("03", 0.3), ("05", 0.5), ("07", 0.7), ("10", 1.0))],
+    ("+dual pool", "vipf_t5_resnext50", "vipf_t5_dual_pool"),
+    ("+label smoothing", "vipf_t5_resnext50", "vipf_t5_label_smooth"),
+    ("+dropout 0.2", "vipf_t5_resnext50", "vipf_t5_dropout02"),
+    ("+dropout 0.4", "vipf_t5_resnext50", "vipf_t5_dropout04"),
+    ("+dual pool + label smoothing + dropout 0.2", "vipf_t5_resnext50", "vipf_t5_all"),
+]
+# The other readings of eq. 3's weights answer the paper's step of the same name.
+PAPER_ROW = {"vipf_dsk_resnext50_pcl_cl_swapped": "vipf_dsk_resnext50_pcl_cl",
+             "vipf_resnest101_tsl_g1": "vipf_resnest101_tsl"}
+
+
+def paper_top1(name):
+    return paper_reference(PAPER_ROW.get(name, name)).get("top1")
+
+
+def step_claims(groups):
+    """Each step as a claim over the seeds its two rows share, with the rows it compares."""
+    claims = []
+    for step, a, b in STEPS:
+        before, after = on_common_seeds(groups[a], groups[b])
+        claims.append((Claim(step, paper_top1(a), paper_top1(b), before.top1("test"),
+                             after.top1("test"), test_images=after.scored_images("test")),
+                       (a, b)))
+    return claims
+
+
 groups = train_seed_groups(rows_run + [MATCHED, "baseline_resnet"], profile, seeds, overrides,
                            processes, runs_root=runs_root)
+# Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
+if max_seeds is None:
+    max_seeds = 10 if profile == "cpu" else len(seeds)
+groups = add_seeds_to_wide_claims(
+    groups, step_claims, seeds, max_seeds,
+    train=partial(train_seeds, profile=profile, overrides=overrides, processes=processes,
+                  runs_root=runs_root))
+wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
+print("more seeds for the rows of wide claims:", wider or "none")
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s); "
       f"training time of the runs: {training_s / 60:.1f} min")
@@ -315,39 +380,7 @@ for stem, (title, table) in tables.items():
 # over this table; section 12 corrects over all claims).
 
 # %%
-STEPS = [
-    ("2 → 3 branches (ResNeXt → D-ResNeXt)", "vipf_resnext50", "vipf_d_resnext50"),
-    ("+SK (ResNeXt → SK-ResNeXt)", "vipf_resnext50", "vipf_sk_resnext50"),
-    ("+anti-aliasing (SK-ResNeXt)", "vipf_sk_resnext50_noaa", "vipf_sk_resnext50"),
-    ("2 → 3 branches (SK-ResNeXt → DSK-ResNeXt)", "vipf_sk_resnext50", "vipf_dsk_resnext50"),
-    ("+PCL (DSK-ResNeXt)", "vipf_dsk_resnext50", "vipf_dsk_resnext50_pcl"),
-    ("+CL, β = 1 (literal)", "vipf_dsk_resnext50_pcl", "vipf_dsk_resnext50_pcl_cl"),
-    ("+CL, β = 0.0005 (swapped reading)", "vipf_dsk_resnext50_pcl",
-     "vipf_dsk_resnext50_pcl_cl_swapped"),
-    ("+TSL, γ = 0.0005 (literal; ResNeSt-101)", "vipf_resnest101", "vipf_resnest101_tsl"),
-    ("+TSL, γ = 1 (swapped reading; ResNeSt-101)", "vipf_resnest101", "vipf_resnest101_tsl_g1"),
-    ("224 → 320 px (DSK-50, final)", "vipf_final_dsk50_224", "vipf_final_dsk50_320"),
-    ("50 → 101 layers (DSK, final, 224 px)", "vipf_final_dsk50_224", "vipf_final_dsk101_224"),
-    *[(f"CutMix p = 0 → {p}", "vipf_cutmix_p0", f"vipf_cutmix_p{key}")
-      for key, p in (("03", 0.3), ("05", 0.5), ("07", 0.7), ("10", 1.0))],
-    ("+dual pool", "vipf_t5_resnext50", "vipf_t5_dual_pool"),
-    ("+label smoothing", "vipf_t5_resnext50", "vipf_t5_label_smooth"),
-    ("+dropout 0.2", "vipf_t5_resnext50", "vipf_t5_dropout02"),
-    ("+dropout 0.4", "vipf_t5_resnext50", "vipf_t5_dropout04"),
-    ("+dual pool + label smoothing + dropout 0.2", "vipf_t5_resnext50", "vipf_t5_all"),
-]
-# The other readings of eq. 3's weights answer the paper's step of the same name.
-PAPER_ROW = {"vipf_dsk_resnext50_pcl_cl_swapped": "vipf_dsk_resnext50_pcl_cl",
-             "vipf_resnest101_tsl_g1": "vipf_resnest101_tsl"}
-
-
-def paper_top1(name):
-    return paper_reference(PAPER_ROW.get(name, name)).get("top1")
-
-
-ablations = [Claim(step, paper_top1(a), paper_top1(b), groups[a].top1("test"),
-                   groups[b].top1("test"), test_images=groups[b].scored_images("test"))
-             for step, a, b in STEPS]
+ablations = [claim for claim, _ in step_claims(groups)]
 _, ablations_md = write_ablations(assess(ablations), out_dir, "ablations", header,
                                   title="03 · Each step of the paper, measured")
 display(Markdown(ablations_md.read_text()))
@@ -422,18 +455,21 @@ N_BEST = 4
 chance = 100 / len(classes)
 members = ([n for n in VIPF_FINAL_MODELS if groups[n].val_top1() > chance + 1]
            or list(VIPF_FINAL_MODELS))
-ensembles, labels, weights = weighted_ensembles([groups[n] for n in members], N_BEST)
+# The final results pair over the notebook's seeds (a row may have more: section 6).
+ensembles, labels, weights = weighted_ensembles([groups[n].of_seeds(seeds) for n in members],
+                                                N_BEST)
 known = labels >= 0
 ensemble_top1 = [100 * top1(p[known], labels[known]) for p in ensembles]
 print("weight 3:", ", ".join(n for n, w in zip(members, weights, strict=True) if w == 3))
 test_ids = groups[best].runs[0].logits("test").ids  # the images the rows were scored on
 images = groups[best].scored_images("test")
-finals = [Result("best single model", 69.59, groups[best].top1("test"), images),
+finals = [Result("best single model", 69.59, groups[best].of_seeds(seeds).top1("test"), images),
           Result("ensemble", 73.08, ensemble_top1, images)]
-baselines = [Result("the matched plain ResNeXt", None, groups[MATCHED].top1("test", test_ids),
+baselines = [Result("the matched plain ResNeXt", None,
+                    groups[MATCHED].of_seeds(seeds).top1("test", test_ids),
                     groups[MATCHED].scored_images("test", test_ids)),
              Result("notebook 00's plain ResNet", 26.39,
-                    groups["baseline_resnet"].top1("test", test_ids),
+                    groups["baseline_resnet"].of_seeds(seeds).top1("test", test_ids),
                     groups["baseline_resnet"].scored_images("test", test_ids))]
 rows = [ResultRow(f"best single model by validation: {best}", 69.59, finals[0].ours, profile,
                   "paper: its best single model, DSK-ResNeXt101 at 320 px", "VIPF paper, §4.2",

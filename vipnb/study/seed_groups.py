@@ -3,7 +3,9 @@ saved logits, and combined into weighted ensembles."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from vipnb.engine.parallel import default_processes, rescore_many, train_many
 from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir
+from vipnb.errors import VipnbError
 from vipnb.eval.ensemble import top_models_weights, weighted_score_average
 from vipnb.eval.metrics import confusion_matrix, per_class_accuracy, top1
 
@@ -26,6 +29,19 @@ class SeedGroup:
     @property
     def classes(self) -> list[str]:
         return self.runs[0].logits("test").classes
+
+    @cached_property
+    def seeds(self) -> list[int]:
+        return [run.recipe.seed for run in self.runs]
+
+    def of_seeds(self, seeds: Sequence[int]) -> SeedGroup:
+        """The runs of `seeds`, in that order."""
+        by_seed = dict(zip(self.seeds, self.runs, strict=True))
+        missing = [seed for seed in seeds if seed not in by_seed]
+        if missing:
+            raise VipnbError(f"{self.name} has no run of seed(s) {missing} (it has seeds "
+                             f"{sorted(by_seed)}): train them first")
+        return SeedGroup(self.name, [by_seed[seed] for seed in seeds])
 
     def top1(self, split: str = "test", ids: list[str] | None = None) -> list[float]:
         """Top-1 of each seed, in percent; with `ids`, on those images only (to compare with
@@ -87,17 +103,30 @@ class SeedGroup:
         return total
 
 
+def on_common_seeds(before: SeedGroup, after: SeedGroup) -> tuple[SeedGroup, SeedGroup]:
+    """Both groups cut to the seeds they share (in `before`'s order): a paired claim's sides."""
+    common = [seed for seed in before.seeds if seed in set(after.seeds)]
+    return before.of_seeds(common), after.of_seeds(common)
+
+
 def train_seed_groups(names: list[str], profile: str, seeds: list[int],
                       overrides: dict | None = None, processes: int | None = None, *,
                       runs_root: str | Path) -> dict[str, SeedGroup]:
     """Every recipe of `names` over every seed, trained under `runs_root` `processes` runs at
     a time (None: one single-threaded process per core at the `cpu` profile; see
     vipnb.engine.parallel)."""
+    return train_seeds(dict.fromkeys(names, seeds), profile, overrides, processes,
+                       runs_root=runs_root)
+
+
+def train_seeds(seeds_of: dict[str, Sequence[int]], profile: str, overrides: dict | None = None,
+                processes: int | None = None, *, runs_root: str | Path) -> dict[str, SeedGroup]:
+    """Each recipe of `seeds_of` over its own seeds, all trained together as
+    `train_seed_groups` trains them."""
     wanted = [load_recipe(name, profile, {**(overrides or {}), "seed": seed})
-              for name in names for seed in seeds]
-    runs = train_many(wanted, processes or default_processes(profile), runs_root=runs_root)
-    return {name: SeedGroup(name, runs[i * len(seeds):(i + 1) * len(seeds)])
-            for i, name in enumerate(names)}
+              for name, seeds in seeds_of.items() for seed in seeds]
+    runs = iter(train_many(wanted, processes or default_processes(profile), runs_root=runs_root))
+    return {name: SeedGroup(name, [next(runs) for _ in seeds]) for name, seeds in seeds_of.items()}
 
 
 def rescore_seed_groups(groups: list[SeedGroup], views: str, test_size: int, limit: int,
