@@ -45,11 +45,14 @@ seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder (recipes fuse train + val); None: fashion50
 recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 processes = None  # runs trained and scored at once; None: one single-threaded process per core at cpu
+max_seeds = None  # claims wider than ±1.5 pp train their rows on more seeds, up to this many;
+# None: 10 at cpu, none at smoke and paper (each seed is a whole training run)
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +74,9 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_score_many, tta_scores
+from vipnb.study.more_seeds import add_seeds_to_wide_claims
 from vipnb.study.plan import show_plan
-from vipnb.study.seed_groups import train_seed_groups
+from vipnb.study.seed_groups import on_common_seeds, train_seed_groups, train_seeds
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
@@ -204,6 +208,11 @@ print(f"{len(rows)} models x {len(seeds)} seed(s); training time: {training_s / 
 # images at `cpu`, 10 a class) pick fusion weights and hard classes; the test column is the
 # first `TEST_IMAGES` test images.
 #
+# Then power where it is missing: each step of section 5 whose paired 95 % interval is wider
+# than ±1.5 pp trains its rows on more seeds, as many as its spread asks for, up to
+# `max_seeds` (10 at `cpu`; `vipnb.study.more_seeds`). A table row averages all of its seeds;
+# fusion and coverage (sections 6–8) need every row of a seed, so they use the notebook's.
+#
 # The paper's networks end at a 7×7 map at 224 px, 10×10 at 320 and 12×12 at 380. At stride
 # 32 a 28 px input would end at 1×1 and 40/48 px at 2×2, a change of regime the paper does
 # not have; so at `cpu` the last two stages are dilated (timm's `output_stride=8`; the
@@ -221,11 +230,55 @@ TEST_SIZES = dict(zip(PAPER_SIZES, (round(input_size * s / 224) for s in PAPER_S
 # CE -> Taylor CE on the DenseNet stand-in read ±5.0 pp on 500 images with TTA, ±1.4 pp on
 # all 10,000 without).
 TEST_IMAGES = {"smoke": 100, "cpu": 2000, "paper": 0}[profile]  # 0: all
+mid = TEST_SIZES[320]
+
+
+def paper_at(row, paper_size):
+    return paper_reference(row)["top1_by_test_size"][paper_size]
+
+
+def top1_at(group, size):
+    """Test top-1 (%) of each run of `group` at `size` under TTA."""
+    return [100 * tta_scores(run, size, TEST_IMAGES).test.top1 for run in group.runs]
+
+
+def step_claims(groups):
+    """Section 5's steps as claims over the seeds their runs share, with the rows they
+    compare: each robust loss against cross-entropy, each test size against the training
+    size."""
+    tta_score_many([run for row in rows for run in groups[row].runs], TEST_SIZES.values(),
+                   TEST_IMAGES, workers)  # the runs not scored yet
+    claims = []
+    for b in (b for b in backbones if b in ROBUST):
+        for loss, name in (("taylor", "CE"), ("bitempered", "CE")):
+            ce, robust = on_common_seeds(groups[f"fc_{b}_ce"], groups[f"fc_{b}_{loss}"])
+            claims.append((Claim(f"{name} → {LOSSES[loss][2]} ({BACKBONES[b]}, 320 px)",
+                                 paper_at(f"fc_{b}_ce", 320), paper_at(f"fc_{b}_{loss}", 320),
+                                 top1_at(ce, mid), top1_at(robust, mid), test_images=test_images),
+                           (ce.name, robust.name)))
+    for row in rows:
+        for ps in (320, 380):
+            claims.append((Claim(f"test size 224 → {ps} px ({row})", paper_at(row, 224),
+                                 paper_at(row, ps), top1_at(groups[row], TEST_SIZES[224]),
+                                 top1_at(groups[row], TEST_SIZES[ps]), test_images=test_images),
+                           (row,)))
+    return claims
+
+
 tta_score_many(list(runs.values()), TEST_SIZES.values(), TEST_IMAGES, workers)
 scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
                  for row in rows for size in TEST_SIZES.values()} for seed in seeds}
 header = make_header(profile, time.perf_counter() - started, command)
 test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
+# More seeds, up to max_seeds, for the rows of each step wider than ±1.5 pp (section 5).
+if max_seeds is None:
+    max_seeds = 10 if profile == "cpu" else len(seeds)
+groups = add_seeds_to_wide_claims(
+    groups, step_claims, seeds, max_seeds,
+    train=partial(train_seeds, profile=profile, overrides=overrides, processes=workers,
+                  runs_root=runs_root))
+wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
+print("more seeds for the rows of wide claims:", wider or "none")
 
 
 def size_rows(backbone, loss):
@@ -238,7 +291,7 @@ def size_rows(backbone, loss):
         return [ResultRow(f"{BACKBONES[backbone]} · {ps} px ({size} px)", paper[ps], [], profile,
                           note) for ps, size in TEST_SIZES.items()]
     return [ResultRow(f"{BACKBONES[backbone]} · {ps} px ({size} px)", paper[ps],
-                      [100 * scores[s][ran, size].test.top1 for s in seeds], profile, note,
+                      top1_at(groups[ran], size), profile, note,
                       test_images=test_images)
             for ps, size in TEST_SIZES.items()]
 
@@ -258,23 +311,7 @@ for loss, (stem, table, loss_name) in LOSSES.items():
 # verdicts over all of this notebook's claims).
 
 # %%
-def paper_at(row, paper_size):
-    return paper_reference(row)["top1_by_test_size"][paper_size]
-
-
-def ours_at(row, size):
-    return [100 * scores[s][row, size].test.top1 for s in seeds]
-
-
-mid = TEST_SIZES[320]
-steps = [Claim(f"{name} → {LOSSES[loss][2]} ({BACKBONES[b]}, 320 px)",
-               paper_at(f"fc_{b}_ce", 320), paper_at(f"fc_{b}_{loss}", 320),
-               ours_at(f"fc_{b}_ce", mid), ours_at(f"fc_{b}_{loss}", mid), test_images=test_images)
-         for b in backbones if b in ROBUST for loss, name in (("taylor", "CE"), ("bitempered", "CE"))]
-steps += [Claim(f"test size 224 → {ps} px ({row})", paper_at(row, 224), paper_at(row, ps),
-                ours_at(row, TEST_SIZES[224]), ours_at(row, TEST_SIZES[ps]),
-                test_images=test_images)
-          for row in rows for ps in (320, 380)]
+steps = [claim for claim, _ in step_claims(groups)]
 _, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="04 · Losses and test sizes, measured")
 display(Markdown(steps_md.read_text()))
@@ -439,7 +476,7 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 
 # %%
 MATCHED = "fc_resnest101e_ce"
-baseline = groups[BASELINE]  # trained in section 3
+baseline = groups[BASELINE].of_seeds(seeds)  # trained in section 3
 test_ids = scores[seeds[0]][rows[0], input_size].test.ids
 paper_single = max(v for row in rows
                    for v in paper_reference(row).get("top1_by_test_size", {}).values())
@@ -450,7 +487,8 @@ finals = [Result("best single model", paper_single,
           Result("final (coverage, literal)", 75.178,
                  accuracy(coverage[s].final["literal"] for s in seeds), test_images)]
 baselines = [Result(f"the matched plain ResNeSt ({MATCHED}, {input_size} px)",
-                    paper_at(MATCHED, 224), ours_at(MATCHED, input_size), test_images),
+                    paper_at(MATCHED, 224), top1_at(groups[MATCHED].of_seeds(seeds), input_size),
+                    test_images),
              Result("notebook 00's plain ResNet", 26.39, baseline.top1("test", test_ids),
                     baseline.scored_images("test", test_ids))]
 fusion_step = Claim("stage-2 fusion vs best single model", paper_single, 72.4, finals[0].ours,
