@@ -328,7 +328,8 @@ groups = add_seeds_to_wide_claims(
 wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
 print("more seeds for the rows of wide claims:", wider or "none")
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
-print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s); "
+print(f"{len(groups)} recipes (the rows and two baselines), "
+      f"{sum(len(g.runs) for g in groups.values())} runs; "
       f"training time of the runs: {training_s / 60:.1f} min")
 
 # %% [markdown]

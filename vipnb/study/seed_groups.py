@@ -105,7 +105,8 @@ class SeedGroup:
 
 def on_common_seeds(before: SeedGroup, after: SeedGroup) -> tuple[SeedGroup, SeedGroup]:
     """Both groups cut to the seeds they share (in `before`'s order): a paired claim's sides."""
-    common = [seed for seed in before.seeds if seed in set(after.seeds)]
+    shared = set(after.seeds)
+    common = [seed for seed in before.seeds if seed in shared]
     return before.of_seeds(common), after.of_seeds(common)
 
 
