@@ -44,11 +44,14 @@ seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the imagenet_50 folder; None: fashion50 under ./data
 recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
+max_seeds = None  # claims wider than ±1.5 pp train their two rows on more seeds, up to this
+# many; None: 10 at cpu, none at smoke and paper (each seed is a whole training run)
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -68,8 +71,14 @@ from vipnb.report.header import make_header
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
+from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds, step_claims
 from vipnb.study.plan import moco_ablation, show_plan
-from vipnb.study.seed_groups import rescore_seed_groups, train_seed_groups, weighted_ensembles
+from vipnb.study.seed_groups import (
+    rescore_seed_groups,
+    train_seed_groups,
+    train_seeds,
+    weighted_ensembles,
+)
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("01_moe_distillation", profile))
@@ -184,6 +193,13 @@ for key in keys:
 # measures it: at `paper`, where `moe_rs_sd50` starts from its MoCo run,
 # `moe_rs_sd50_scratch` starts at random; at `cpu` and `smoke`, where `moe_rs_sd50` starts
 # at random, `moe_rs_sd50_moco` starts from MoCo.
+#
+# Then power where it is missing: each step of section 6 whose paired 95 % interval is wider
+# than ±1.5 pp trains its two rows on more seeds (a student's teacher too, at the same seed),
+# as many as its spread asks for, up to `max_seeds` (10 at `cpu`); the other rows keep the
+# notebook's seeds (`vipnb.study.more_seeds`). A table row then averages all of its seeds, a
+# step pairs the seeds its rows share, and the final results of section 7 pair over the
+# notebook's seeds.
 
 # %%
 TABLE_1 = [
@@ -221,11 +237,50 @@ MOCO = [(name, label) for name, label in  # the side of the ablation that Table 
 
 
 MATCHED = "moe_matched_baseline"
+STEPS = [
+    ("+SD (RS-50)", "moe_rs50", "moe_rs_sd50"), ("+SD (RS-101)", "moe_rs101", "moe_rs_sd101"),
+    ("+Distill (RS-SD-50, N=1)", "moe_rs_sd50", "moe_rs_sd50_distill"),
+    ("+Distill (RS-SD-50, N=3)", "moe_rs_sd50_n3", "moe_rs_sd50_n3_distill"),
+    ("+Distill (RS-SD-50, N=5)", "moe_rs_sd50_n5", "moe_rs_sd50_n5_distill"),
+    ("+Distill (RS-SD-101, N=1)", "moe_rs_sd101", "moe_rs_sd101_distill"),
+    ("+Distill (RS-SD-101, N=3)", "moe_rs_sd101_n3", "moe_rs_sd101_n3_distill"),
+    ("+Distill (RS-SD-200, N=1)", "moe_rs_sd200", "moe_rs_sd200_distill"),
+    ("+Fusion (RS-SD-50, N=3)", "moe_rs_sd50_n3_distill", "moe_rs_sd50_n3_distill_fusion"),
+    ("+Fusion (RS-SD-50, N=5)", "moe_rs_sd50_n5_distill", "moe_rs_sd50_n5_distill_fusion"),
+    ("+Fusion (RS-SD-101, N=3)", "moe_rs_sd101_n3_distill", "moe_rs_sd101_n3_distill_fusion"),
+    ("N=1 → 3 (RS-SD-50)", "moe_rs_sd50", "moe_rs_sd50_n3"),
+    ("N=3 → 5 (RS-SD-50)", "moe_rs_sd50_n3", "moe_rs_sd50_n5"),
+    ("N=1 → 3 (RS-SD-101)", "moe_rs_sd101", "moe_rs_sd101_n3"),
+    ("+diversity loss (RS-SD-101, N=3)", "moe_rs_sd101_n3_nodiv", "moe_rs_sd101_n3"),
+    ("360 → 720 epochs (RS-SD-50 N=5 + Distill)", "moe_rs_sd50_n5_distill",
+     "moe_rs_sd50_n5_distill_e720"),
+    ("360 → 720 epochs (RS-SD-101 N=3 + Distill)", "moe_rs_sd101_n3_distill",
+     "moe_rs_sd101_n3_distill_e720"),
+    ("deeper: RS-SD-50 → RS-SD-101 (N=1)", "moe_rs_sd50", "moe_rs_sd101"),
+    ("deeper: RS-SD-101 → RS-SD-200 (N=1)", "moe_rs_sd101", "moe_rs_sd200"),
+    *[(f"+Distill ({label})", name, f"{name}_distill")
+      for name, label in (TABLE_2 + TABLE_3)[::2]],
+    ("+MoCo-v2 initialisation (RS-SD-50, N=1)", WITHOUT_MOCO, WITH_MOCO),
+]
+
+
+def claims_of(groups):
+    return step_claims(groups, STEPS, lambda name: paper_reference(name).get("top1"))
+
+
 groups = train_seed_groups([name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + MOCO if name]
                            + [MATCHED, "baseline_resnet"], profile, seeds, overrides, processes,
                            runs_root=runs_root)
+# Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
+groups = add_seeds_to_wide_claims(
+    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
+    train=partial(train_seeds, profile=profile, overrides=overrides, processes=processes,
+                  runs_root=runs_root))
+wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
+print("more seeds for the rows of wide claims:", wider or "none")
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
-print(f"{len(groups)} recipes (the rows and two baselines) x {len(seeds)} seed(s); "
+print(f"{len(groups)} recipes (the rows and two baselines), "
+      f"{sum(len(g.runs) for g in groups.values())} runs; "
       f"training time of the runs: {training_s / 60:.1f} min")
 
 # %% [markdown]
@@ -304,34 +359,7 @@ for stem, (title, rows) in tables.items():
 # (the verdicts here are corrected over this table; section 9 corrects over all claims).
 
 # %%
-STEPS = [
-    ("+SD (RS-50)", "moe_rs50", "moe_rs_sd50"), ("+SD (RS-101)", "moe_rs101", "moe_rs_sd101"),
-    ("+Distill (RS-SD-50, N=1)", "moe_rs_sd50", "moe_rs_sd50_distill"),
-    ("+Distill (RS-SD-50, N=3)", "moe_rs_sd50_n3", "moe_rs_sd50_n3_distill"),
-    ("+Distill (RS-SD-50, N=5)", "moe_rs_sd50_n5", "moe_rs_sd50_n5_distill"),
-    ("+Distill (RS-SD-101, N=1)", "moe_rs_sd101", "moe_rs_sd101_distill"),
-    ("+Distill (RS-SD-101, N=3)", "moe_rs_sd101_n3", "moe_rs_sd101_n3_distill"),
-    ("+Distill (RS-SD-200, N=1)", "moe_rs_sd200", "moe_rs_sd200_distill"),
-    ("+Fusion (RS-SD-50, N=3)", "moe_rs_sd50_n3_distill", "moe_rs_sd50_n3_distill_fusion"),
-    ("+Fusion (RS-SD-50, N=5)", "moe_rs_sd50_n5_distill", "moe_rs_sd50_n5_distill_fusion"),
-    ("+Fusion (RS-SD-101, N=3)", "moe_rs_sd101_n3_distill", "moe_rs_sd101_n3_distill_fusion"),
-    ("N=1 → 3 (RS-SD-50)", "moe_rs_sd50", "moe_rs_sd50_n3"),
-    ("N=3 → 5 (RS-SD-50)", "moe_rs_sd50_n3", "moe_rs_sd50_n5"),
-    ("N=1 → 3 (RS-SD-101)", "moe_rs_sd101", "moe_rs_sd101_n3"),
-    ("+diversity loss (RS-SD-101, N=3)", "moe_rs_sd101_n3_nodiv", "moe_rs_sd101_n3"),
-    ("360 → 720 epochs (RS-SD-50 N=5 + Distill)", "moe_rs_sd50_n5_distill",
-     "moe_rs_sd50_n5_distill_e720"),
-    ("360 → 720 epochs (RS-SD-101 N=3 + Distill)", "moe_rs_sd101_n3_distill",
-     "moe_rs_sd101_n3_distill_e720"),
-    ("deeper: RS-SD-50 → RS-SD-101 (N=1)", "moe_rs_sd50", "moe_rs_sd101"),
-    ("deeper: RS-SD-101 → RS-SD-200 (N=1)", "moe_rs_sd101", "moe_rs_sd200"),
-    *[(f"+Distill ({label})", name, f"{name}_distill")
-      for name, label in (TABLE_2 + TABLE_3)[::2]],
-    ("+MoCo-v2 initialisation (RS-SD-50, N=1)", WITHOUT_MOCO, WITH_MOCO),
-]
-ablations = [Claim(step, paper_reference(a).get("top1"), paper_reference(b).get("top1"),
-                   groups[a].top1("test"), groups[b].top1("test"),
-                   test_images=groups[b].scored_images("test")) for step, a, b in STEPS]
+ablations = [claim for claim, _ in claims_of(groups)]
 _, ablations_md = write_ablations(assess(ablations), out_dir, "ablations", header,
                                   title="01 · Each step of the paper, measured")
 display(Markdown(ablations_md.read_text()))
@@ -349,19 +377,22 @@ display(Markdown(ablations_md.read_text()))
 # %%
 N_BEST = 5
 members = [name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 if name]
-ensembles, labels, weights = weighted_ensembles([groups[n] for n in members], N_BEST)
+# The final results pair over the notebook's seeds (a row may have more: section 4).
+ensembles, labels, weights = weighted_ensembles([groups[n].of_seeds(seeds) for n in members],
+                                                N_BEST)
 known = labels >= 0
 ensemble_top1 = [100 * top1(p[known], labels[known]) for p in ensembles]
 best = max(members, key=lambda n: groups[n].val_top1())
 print("weight 3:", ", ".join(n for n, w in zip(members, weights, strict=True) if w == 3))
 test_ids = groups[best].runs[0].logits("test").ids  # the images the rows were scored on
 images = groups[best].scored_images("test")
-finals = [Result("best single model", 74.03, groups[best].top1("test"), images),
+finals = [Result("best single model", 74.03, groups[best].of_seeds(seeds).top1("test"), images),
           Result("ensemble", 75.46, ensemble_top1, images)]
-baselines = [Result("the matched plain ResNeSt", None, groups[MATCHED].top1("test", test_ids),
+baselines = [Result("the matched plain ResNeSt", None,
+                    groups[MATCHED].of_seeds(seeds).top1("test", test_ids),
                     groups[MATCHED].scored_images("test", test_ids)),
              Result("notebook 00's plain ResNet", 26.39,
-                    groups["baseline_resnet"].top1("test", test_ids),
+                    groups["baseline_resnet"].of_seeds(seeds).top1("test", test_ids),
                     groups["baseline_resnet"].scored_images("test", test_ids))]
 rows = [ResultRow(f"best single model by validation: {best}", None, finals[0].ours, profile,
                   test_images=images),

@@ -78,10 +78,9 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 from vipnb.study.claims import Claim, Result, against_baselines, assess
-from vipnb.study.more_seeds import add_seeds_to_wide_claims
+from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds, step_claims
 from vipnb.study.plan import VIPF_FINAL_MODELS, show_plan
 from vipnb.study.seed_groups import (
-    on_common_seeds,
     train_seed_groups,
     train_seeds,
     weighted_ensembles,
@@ -305,24 +304,15 @@ def paper_top1(name):
     return paper_reference(PAPER_ROW.get(name, name)).get("top1")
 
 
-def step_claims(groups):
-    """Each step as a claim over the seeds its two rows share, with the rows it compares."""
-    claims = []
-    for step, a, b in STEPS:
-        before, after = on_common_seeds(groups[a], groups[b])
-        claims.append((Claim(step, paper_top1(a), paper_top1(b), before.top1("test"),
-                             after.top1("test"), test_images=after.scored_images("test")),
-                       (a, b)))
-    return claims
+def claims_of(groups):
+    return step_claims(groups, STEPS, paper_top1)
 
 
 groups = train_seed_groups(rows_run + [MATCHED, "baseline_resnet"], profile, seeds, overrides,
                            processes, runs_root=runs_root)
 # Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
-if max_seeds is None:
-    max_seeds = 10 if profile == "cpu" else len(seeds)
 groups = add_seeds_to_wide_claims(
-    groups, step_claims, seeds, max_seeds,
+    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
     train=partial(train_seeds, profile=profile, overrides=overrides, processes=processes,
                   runs_root=runs_root))
 wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
@@ -381,7 +371,7 @@ for stem, (title, table) in tables.items():
 # over this table; section 12 corrects over all claims).
 
 # %%
-ablations = [claim for claim, _ in step_claims(groups)]
+ablations = [claim for claim, _ in claims_of(groups)]
 _, ablations_md = write_ablations(assess(ablations), out_dir, "ablations", header,
                                   title="03 · Each step of the paper, measured")
 display(Markdown(ablations_md.read_text()))

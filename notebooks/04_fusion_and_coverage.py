@@ -74,7 +74,7 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_score_many, tta_scores
-from vipnb.study.more_seeds import add_seeds_to_wide_claims
+from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds
 from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import on_common_seeds, train_seed_groups, train_seeds
 
@@ -242,7 +242,7 @@ def top1_at(group, size):
     return [100 * tta_scores(run, size, TEST_IMAGES).test.top1 for run in group.runs]
 
 
-def step_claims(groups):
+def claims_of(groups):
     """Section 5's steps as claims over the seeds their runs share, with the rows they
     compare: each robust loss against cross-entropy, each test size against the training
     size."""
@@ -271,10 +271,8 @@ scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
 header = make_header(profile, time.perf_counter() - started, command)
 test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
 # More seeds, up to max_seeds, for the rows of each step wider than ±1.5 pp (section 5).
-if max_seeds is None:
-    max_seeds = 10 if profile == "cpu" else len(seeds)
 groups = add_seeds_to_wide_claims(
-    groups, step_claims, seeds, max_seeds,
+    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
     train=partial(train_seeds, profile=profile, overrides=overrides, processes=workers,
                   runs_root=runs_root))
 wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
@@ -311,7 +309,7 @@ for loss, (stem, table, loss_name) in LOSSES.items():
 # verdicts over all of this notebook's claims).
 
 # %%
-steps = [claim for claim, _ in step_claims(groups)]
+steps = [claim for claim, _ in claims_of(groups)]
 _, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="04 · Losses and test sizes, measured")
 display(Markdown(steps_md.read_text()))

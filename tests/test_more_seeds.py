@@ -10,7 +10,13 @@ from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.eval.t_distribution import t_quantile
 from vipnb.study.claims import Claim, paired_difference
-from vipnb.study.more_seeds import add_seeds_to_wide_claims, first_seeds, seeds_needed
+from vipnb.study.more_seeds import (
+    add_seeds_to_wide_claims,
+    first_seeds,
+    resolve_max_seeds,
+    seeds_needed,
+    step_claims,
+)
 from vipnb.study.seed_groups import SeedGroup, on_common_seeds
 
 
@@ -110,11 +116,33 @@ def test_nothing_trains_when_every_claim_is_narrow_or_max_seeds_is_reached():
     assert widen([("a", "d")], max_seeds=3)[1] == []
 
 
-def run_of_seed(root, name, seed):
+def run_of_seed(root, name, seed, correct=0):
+    """A finished run of `seed` whose first `correct` of 10 test images are right."""
     run = RunDir(root / f"{name}-s{seed}")
     run.path.mkdir(parents=True)
     run.write_recipe(from_dict({"name": name, "seed": seed}, source="test", written=()))
+    labels = np.zeros(10, dtype=np.int64)
+    logits = np.zeros((10, 2), dtype=np.float32)
+    logits[correct:, 1] = 1.0
+    run.write_logits("test", logits, labels, [f"img_{i}" for i in range(10)], ["a", "b"])
     return run
+
+
+def test_step_claims_pair_the_rows_on_their_shared_seeds(tmp_path):
+    groups = {"a": SeedGroup("a", [run_of_seed(tmp_path, "a", s, s) for s in (0, 1, 2, 3)]),
+              "b": SeedGroup("b", [run_of_seed(tmp_path, "b", s, s + 5) for s in (2, 1, 0)])}
+    [(claim, rows)] = step_claims(groups, [("a → b", "a", "b")], {"a": 70.0, "b": None}.get)
+    assert rows == ("a", "b")
+    assert (claim.name, claim.paper_before, claim.paper_after) == ("a → b", 70.0, None)
+    assert list(claim.before) == [0.0, 10.0, 20.0] and list(claim.after) == [50.0, 60.0, 70.0]
+    assert claim.test_images == 10
+
+
+def test_max_seeds_defaults_to_ten_at_cpu_and_to_the_seeds_given_elsewhere():
+    assert resolve_max_seeds(None, "cpu", [0, 1, 2]) == 10
+    assert resolve_max_seeds(None, "paper", [0, 1, 2]) == 3
+    assert resolve_max_seeds(None, "smoke", [0]) == 1
+    assert resolve_max_seeds(6, "paper", [0, 1, 2]) == 6
 
 
 def test_seed_groups_pair_on_the_seeds_they_share(tmp_path):

@@ -17,10 +17,33 @@ from collections.abc import Callable, Sequence
 
 from vipnb.eval.t_distribution import t_quantile
 from vipnb.study.claims import Claim
-from vipnb.study.seed_groups import SeedGroup
+from vipnb.study.seed_groups import SeedGroup, on_common_seeds
 
 # A claim and the recipes whose runs it compares.
 ClaimRows = tuple[Claim, Sequence[str]]
+
+CPU_MAX_SEEDS = 10
+
+
+def resolve_max_seeds(max_seeds: int | None, profile: str, seeds: Sequence[int]) -> int:
+    """A notebook's `max_seeds`: as given; else 10 at `cpu`, and no more seeds at `smoke`
+    (its numbers mean nothing) or `paper` (each seed is a GPU run `vipnb plan` did not count)."""
+    if max_seeds is not None:
+        return max_seeds
+    return CPU_MAX_SEEDS if profile == "cpu" else len(seeds)
+
+
+def step_claims(groups: dict[str, SeedGroup], steps: Sequence[tuple[str, str, str]],
+                paper_top1: Callable[[str], float | None]) -> list[ClaimRows]:
+    """Each (step, before, after) of `steps` as a test top-1 claim over the seeds its two
+    rows share, with the two rows; `paper_top1(recipe)` is the paper's number for a row."""
+    claims = []
+    for step, a, b in steps:
+        before, after = on_common_seeds(groups[a], groups[b])
+        claims.append((Claim(step, paper_top1(a), paper_top1(b), before.top1("test"),
+                             after.top1("test"), test_images=after.scored_images("test")),
+                       (a, b)))
+    return claims
 
 
 def seeds_needed(claim: Claim, half_width: float, max_seeds: int, alpha: float = 0.05) -> int:
