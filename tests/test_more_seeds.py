@@ -153,3 +153,12 @@ def test_seed_groups_pair_on_the_seeds_they_share(tmp_path):
     assert [run.path.name for run in after.runs] == ["b-s0", "b-s1", "b-s2"]
     with pytest.raises(VipnbError, match=r"b has no run of seed\(s\) \[3\].*train them first"):
         narrow.of_seeds([0, 3])
+
+
+def test_a_row_keeps_the_seeds_it_already_has():
+    groups = {"a": FakeGroup("a", [0, 1, 2, 7]), "b": FakeGroup("b", [0, 1, 2])}
+    grown = add_seeds_to_wide_claims(groups, claims_of([("a", "b")]), [0, 1, 2], 6,
+                                     train=lambda seeds_of: {n: FakeGroup(n, s)
+                                                             for n, s in seeds_of.items()})
+    assert grown["a"].seeds[:4] == [0, 1, 2, 7] and {3, 4, 5} <= set(grown["a"].seeds)
+    assert grown["b"].seeds == [0, 1, 2, 3, 4, 5]

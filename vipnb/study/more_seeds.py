@@ -86,8 +86,11 @@ def add_seeds_to_wide_claims(groups: dict[str, SeedGroup],
             if n > len(claim.before):
                 for row in rows:
                     wanted[row] = max(wanted.get(row, 0), n)
-        grow = {row: first_seeds(seeds, n) for row, n in wanted.items()
-                if not set(first_seeds(seeds, n)) <= set(groups[row].seeds)}
+        grow = {}
+        for row, n in wanted.items():
+            missing = [seed for seed in first_seeds(seeds, n) if seed not in groups[row].seeds]
+            if missing:  # keep every seed the row has, add the missing ones
+                grow[row] = [*groups[row].seeds, *missing]
         if not grow:
             return groups
         groups.update(train(grow))
