@@ -51,7 +51,6 @@ command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
-from functools import partial
 from pathlib import Path
 
 import timm
@@ -71,12 +70,11 @@ from vipnb.report.header import make_header
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
-from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds, step_claims
+from vipnb.study.more_seeds import add_seeds_where_wide, step_claims
 from vipnb.study.plan import moco_ablation, show_plan
 from vipnb.study.seed_groups import (
     rescore_seed_groups,
     train_seed_groups,
-    train_seeds,
     weighted_ensembles,
 )
 
@@ -272,12 +270,8 @@ groups = train_seed_groups([name for name, _ in TABLE_1 + TABLE_2 + TABLE_3 + MO
                            + [MATCHED, "baseline_resnet"], profile, seeds, overrides, processes,
                            runs_root=runs_root)
 # Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
-groups = add_seeds_to_wide_claims(
-    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
-    train=partial(train_seeds, profile=profile, overrides=overrides, processes=processes,
-                  runs_root=runs_root))
-wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
-print("more seeds for the rows of wide claims:", wider or "none")
+groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+                              processes, runs_root=runs_root)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines), "
       f"{sum(len(g.runs) for g in groups.values())} runs; "

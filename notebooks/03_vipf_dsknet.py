@@ -49,7 +49,6 @@ command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
-from functools import partial
 from pathlib import Path
 
 import timm
@@ -78,11 +77,10 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_table
 from vipnb.report.wordnet_names import wordnet_node_names
 from vipnb.study.claims import Claim, Result, against_baselines, assess
-from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds, step_claims
+from vipnb.study.more_seeds import add_seeds_where_wide, step_claims
 from vipnb.study.plan import VIPF_FINAL_MODELS, show_plan
 from vipnb.study.seed_groups import (
     train_seed_groups,
-    train_seeds,
     weighted_ensembles,
 )
 
@@ -311,12 +309,8 @@ def claims_of(groups):
 groups = train_seed_groups(rows_run + [MATCHED, "baseline_resnet"], profile, seeds, overrides,
                            processes, runs_root=runs_root)
 # Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
-groups = add_seeds_to_wide_claims(
-    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
-    train=partial(train_seeds, profile=profile, overrides=overrides, processes=processes,
-                  runs_root=runs_root))
-wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
-print("more seeds for the rows of wide claims:", wider or "none")
+groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+                              processes, runs_root=runs_root)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines), "
       f"{sum(len(g.runs) for g in groups.values())} runs; "

@@ -52,7 +52,6 @@ command = None  # set by vipnb run: the command line the report headers name
 
 # %%
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +73,9 @@ from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_score_many, tta_scores
-from vipnb.study.more_seeds import add_seeds_to_wide_claims, resolve_max_seeds
+from vipnb.study.more_seeds import add_seeds_where_wide
 from vipnb.study.plan import show_plan
-from vipnb.study.seed_groups import on_common_seeds, train_seed_groups, train_seeds
+from vipnb.study.seed_groups import on_common_seeds, train_seed_groups
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
@@ -271,12 +270,8 @@ scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
 header = make_header(profile, time.perf_counter() - started, command)
 test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
 # More seeds, up to max_seeds, for the rows of each step wider than ±1.5 pp (section 5).
-groups = add_seeds_to_wide_claims(
-    groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
-    train=partial(train_seeds, profile=profile, overrides=overrides, processes=workers,
-                  runs_root=runs_root))
-wider = {name: len(group.runs) for name, group in groups.items() if len(group.runs) > len(seeds)}
-print("more seeds for the rows of wide claims:", wider or "none")
+groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+                              workers, runs_root=runs_root)
 
 
 def size_rows(backbone, loss):

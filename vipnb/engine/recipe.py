@@ -611,12 +611,16 @@ def find_recipe(name_or_path: str | Path) -> Path:
                      f"{', '.join(sorted(known))}")
 
 
+def parse_yaml(text: str) -> Any:
+    """A YAML document, with libyaml's safe loader when PyYAML has it: recipes load ~3x faster
+    (the same documents)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = find_recipe(path)
     try:
-        # libyaml's loader when PyYAML has it: recipes load ~3x faster (same documents)
-        document = yaml.load(path.read_text(encoding="utf-8"),
-                             Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        document = parse_yaml(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise VipnbError(f"{path}: cannot read this recipe file ({e.strerror or e}); "
                          "give the path of a readable .yaml file") from None

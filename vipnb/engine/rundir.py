@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from vipnb.atomic import atomic_file, write_text_atomic
-from vipnb.engine.recipe import Recipe, from_dict
+from vipnb.engine.recipe import Recipe, from_dict, parse_yaml
 from vipnb.errors import VipnbError
 from vipnb.eval.metrics import top1
 
@@ -71,7 +71,7 @@ class RunDir:
     @property
     def recipe(self) -> Recipe:
         try:
-            values = yaml.safe_load(self.recipe_file.read_text())
+            values = parse_yaml(self.recipe_file.read_text())
         except FileNotFoundError:
             raise VipnbError(f"{self.path} has no recipe.yaml: it is not a run directory, or its "
                              "training never started") from None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from vipnb.eval.t_distribution import t_quantile
 from vipnb.study.claims import Claim
-from vipnb.study.seed_groups import SeedGroup, on_common_seeds
+from vipnb.study.seed_groups import SeedGroup, on_common_seeds, train_seeds
 
 # A claim and the recipes whose runs it compares.
 ClaimRows = tuple[Claim, Sequence[str]]
@@ -94,3 +94,19 @@ def add_seeds_to_wide_claims(groups: dict[str, SeedGroup],
         if not grow:
             return groups
         groups.update(train(grow))
+
+
+def add_seeds_where_wide(groups: dict[str, SeedGroup],
+                         claims_of: Callable[[dict[str, SeedGroup]], list[ClaimRows]],
+                         seeds: Sequence[int], max_seeds: int | None, profile: str,
+                         overrides: dict, processes: int | None, *,
+                         runs_root) -> dict[str, SeedGroup]:
+    """A notebook's call of `add_seeds_to_wide_claims`: `max_seeds` as `resolve_max_seeds`
+    reads it, the runs trained as `train_seeds` trains them; prints the rows that grew."""
+    groups = add_seeds_to_wide_claims(
+        groups, claims_of, seeds, resolve_max_seeds(max_seeds, profile, seeds),
+        train=lambda seeds_of: train_seeds(seeds_of, profile, overrides, processes,
+                                           runs_root=runs_root))
+    wider = {name: len(g.runs) for name, g in groups.items() if len(g.runs) > len(seeds)}
+    print("more seeds for the rows of wide claims:", wider or "none")
+    return groups
