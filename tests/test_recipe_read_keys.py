@@ -16,6 +16,7 @@ SET_AND_READER = {
     "box_task": (False, {"architecture": "mtl_moe", "experts": 2}),
     "box_loss_weight": (2.0, {"architecture": "mtl_moe", "experts": 2}),
     "class_subset": ((0, 1), {"architecture": "mtl_moe", "experts": 2}),
+    "box_val_per_class": (5, {"architecture": "mtl_moe", "experts": 2}),
     "pretrained_file": ("resnet50.pth", {"architecture": "mtl_moe", "experts": 2}),
     "moco_dim": (64, {"stage": "moco"}),
     "moco_queue": (256, {"stage": "moco"}),

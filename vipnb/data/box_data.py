@@ -30,6 +30,12 @@ class BoxData:
     train: BoxSplit
     test: BoxSplit
     classes: list[str]
+    val: BoxSplit | None = None  # held out of train (`box_val_per_class`); None: no validation
+
+
+# Draws which training images are held out as validation: a constant, not the run's seed, so
+# every seed of a recipe validates on the same images and never trains on them.
+VAL_DRAW_SEED = 0
 
 
 def box_data_root(recipe) -> Path:
@@ -45,7 +51,8 @@ def box_data_root(recipe) -> Path:
 
 def load_box_data(recipe) -> BoxData:
     """Both splits decoded at `cache_size`, restricted to `class_subset` (relabelled 0..n-1 in
-    the subset's order) when the recipe names one."""
+    the subset's order) when the recipe names one; with `box_val_per_class` N, N training
+    images of each class become the validation split."""
     index = read_cub(box_data_root(recipe))
     subset = list(recipe.class_subset) or list(range(len(index.classes)))
     unknown = [c for c in subset if not 0 <= c < len(index.classes)]
@@ -54,11 +61,34 @@ def load_box_data(recipe) -> BoxData:
                          f"data has {len(index.classes)} (0-based indices)")
     relabel = np.full(len(index.classes), -1)
     relabel[subset] = np.arange(len(subset))
+    parts = {split: index.split(split) for split in ("train", "test")}
+    parts = {split: part.subset(relabel[part.labels] >= 0) for split, part in parts.items()}
+    if recipe.box_val_per_class:
+        held_out = held_out_for_val(parts["train"].labels, recipe.box_val_per_class,
+                                    index.classes, recipe.name)
+        parts["val"] = parts["train"].subset(held_out)
+        parts["train"] = parts["train"].subset(~held_out)
     splits = {}
-    for split in ("train", "test"):
-        part = index.split(split)
-        part = part.subset(relabel[part.labels] >= 0)
+    for split, part in parts.items():
         images, boxes = decode_cub(part, recipe.cache_size)
         labels = torch.from_numpy(relabel[part.labels]).long()
         splits[split] = BoxSplit(images, labels, boxes.float())
-    return BoxData(splits["train"], splits["test"], [index.classes[c] for c in subset])
+    return BoxData(splits["train"], splits["test"], [index.classes[c] for c in subset],
+                   splits.get("val"))
+
+
+def held_out_for_val(labels: np.ndarray, per_class: int, classes: list[str],
+                     recipe_name: str) -> np.ndarray:
+    """A boolean mask over training images (`labels` index `classes`): `per_class` of each
+    class, at least one of each left to train on. Each class draws from its own generator, so
+    its images are held out whatever `class_subset` keeps of the others."""
+    held_out = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) <= per_class:
+            raise VipnbError(f"recipe {recipe_name}: box_val_per_class={per_class} would hold "
+                             f"out every training image of class {classes[label]} (it has "
+                             f"{len(members)}); ask for fewer than {len(members)}")
+        rng = np.random.default_rng([VAL_DRAW_SEED, int(label)])
+        held_out[rng.choice(members, size=per_class, replace=False)] = True
+    return held_out

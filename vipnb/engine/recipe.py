@@ -41,7 +41,8 @@ _NOT_HASHED = {"data_root", "data_dir", "cache_dir", "wordnet_dir", "workers", "
                "overrides"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
-_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy", "dataset_options"}
+_HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy", "dataset_options",
+                    "box_val_per_class"}
 # Keys that change how a run is computed, not what: the evaluation batch, and the accumulation
 # steps that keep the global batch on fewer processes (the number of processes is not in the
 # name either; both change BatchNorm's micro-batch alike). They entered run names before this
@@ -88,6 +89,9 @@ class Recipe:
     interpolation: str = "bilinear"
     skip_bad_images: bool = False
     class_subset: tuple[int, ...] = ()  # box data: train and test on these classes only
+    # box data: N training images a class held out as validation (the same N images for every
+    # seed), so choices are made without the test set; 0: train and test only
+    box_val_per_class: int = 0
     val_into_train: float = 0.0  # fraction of each val class moved into training (final models)
     train_limit: int = 0  # 0: all; else the first N training images (smoke runs)
     eval_limit: int = 0  # 0: all; else the first N val and test images (smoke runs)
@@ -247,9 +251,10 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # and what an unknown key's error lists. (The dataclass stays flat: its fields name the runs.)
 CONCERNS: dict[str, tuple[str, ...]] = {
     "run": ("name", "profile", "description", "overrides"),
-    "data": ("dataset", "data_root", "dataset_options", "data_dir", "cache_dir", "data_cache", "cache_size",
-             "interpolation", "skip_bad_images", "class_subset", "val_into_train", "train_limit",
-             "eval_limit", "test_limit", "workers", "wordnet_dir"),
+    "data": ("dataset", "data_root", "dataset_options", "data_dir", "cache_dir", "data_cache",
+             "cache_size", "interpolation", "skip_bad_images", "class_subset",
+             "box_val_per_class", "val_into_train", "train_limit", "eval_limit", "test_limit",
+             "workers", "wordnet_dir"),
     "model": ("architecture", "model", "model_kwargs", "drop_rate", "drop_path_rate", "experts",
               "shared_stages", "fusion", "init_from", "init", "gate_k", "box_task",
               "box_loss_weight", "freeze", "global_pool", "pretrained_file"),
@@ -296,7 +301,8 @@ DEPENDENCY_KEYS = ("teacher", "init_from", "hierarchy_from")
 # (a key inherited through `extends` is not: a table row may switch off its parent's feature).
 # The coverage keys are not here: notebook 04 fills `coverage_classes` when it trains.
 _READ_ONLY_WHEN: dict[tuple[str, ...], tuple[str, Callable[[Recipe], bool]]] = {
-    ("gate_k", "box_task", "box_loss_weight", "class_subset", "pretrained_file"):
+    ("gate_k", "box_task", "box_loss_weight", "class_subset", "box_val_per_class",
+     "pretrained_file"):
         ("architecture: mtl_moe", lambda r: r.architecture == "mtl_moe"),
     ("moco_dim", "moco_queue", "moco_momentum", "moco_temperature"):
         ("stage: moco", lambda r: r.stage == "moco"),
@@ -351,11 +357,11 @@ _RANGES: dict[str, _Range | tuple[_Range, ...]] = {
     **dict.fromkeys(("lr", "moco_temperature", "bi_tempered_t2"), POSITIVE),
     # seed >= 0: numpy's generators refuse negative seeds.
     **dict.fromkeys(("train_limit", "eval_limit", "test_limit", "workers", "shared_stages",
-                     "seed", "class_subset", "coverage_classes", "box_loss_weight",
-                     "gaussian_noise", "mixup_alpha", "cutmix_alpha", "mixup_off_epochs",
-                     "focal_gamma", "diversity_weight", "loss_weight", "center_loss_weight",
-                     "tree_loss_weight", "weight_decay", "warmup_epochs", "warmup_lr",
-                     "min_lr", "cooldown_epochs"), NON_NEGATIVE),
+                     "seed", "class_subset", "box_val_per_class", "coverage_classes",
+                     "box_loss_weight", "gaussian_noise", "mixup_alpha", "cutmix_alpha",
+                     "mixup_off_epochs", "focal_gamma", "diversity_weight", "loss_weight",
+                     "center_loss_weight", "tree_loss_weight", "weight_decay", "warmup_epochs",
+                     "warmup_lr", "min_lr", "cooldown_epochs"), NON_NEGATIVE),
     **dict.fromkeys(("val_into_train", "drop_rate", "drop_path_rate", "label_smoothing",
                      "momentum", "moco_momentum", "ema_decay"), FRACTION),
     # bi_tempered_t1 <= 1: the loss is bounded only there (Amid et al. 2019), and 2 divides by 0.

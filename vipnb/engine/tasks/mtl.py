@@ -48,25 +48,25 @@ class MtlTask(Task):
         "init": "the MTL-MoE model keeps timm's and PyTorch's own initialisation",
         "eval_views": "the test images are scored whole, in one view",
         "crop_pct": "the test images are resized whole (their boxes are fractions of them)",
-        "val_into_train": "box data has a train and a test split only",
+        "val_into_train": "box data's validation is held out of train by `box_val_per_class`",
         "coverage_classes": "box data trains on its classes or on `class_subset`",
         "train_limit": "box data is small; restrict it with `class_subset`",
         "eval_limit": "box data is small; restrict it with `class_subset`",
         "test_limit": "box data is small; restrict it with `class_subset`",
         "data_cache": "box data is decoded into memory",
     }
-    headline = "test_top1"
-
     load_data = staticmethod(load_box_data)
 
     def __init__(self, recipe: Recipe, data: BoxData, device: torch.device, dist):
         super().__init__(recipe, data, device, dist)
+        # The poster's curves are test scores per epoch; choices are read on validation.
+        self.headline = "test_top1" if data.val is None else "val_top1"
         self.train_transform = BoxTrainTransform(recipe.input_size, tuple(recipe.scale),
                                                  tuple(recipe.ratio), recipe.hflip,
                                                  tuple(recipe.mean), tuple(recipe.std))
         self.eval_transform = BoxEvalTransform(recipe.input_size, tuple(recipe.mean),
                                                tuple(recipe.std))
-        self._last_test: dict | None = None  # the last epoch's test evaluation, for finish
+        self._last: dict | None = None  # the last epoch's evaluation per split, for finish
 
     # -- model -----------------------------------------------------------------------------
     def build_model(self, starts_from: dict[str, RunDir]) -> MtlMoE:
@@ -146,27 +146,38 @@ class MtlTask(Task):
         return {"logits": logits, "boxes": predicted, "metrics": metrics,
                 "gates": {task: torch.cat(g) for task, g in gates.items()}}
 
+    def _scored_splits(self) -> dict[str, BoxSplit]:
+        splits = {"test": self.data.test}
+        if self.data.val is not None:
+            splits["val"] = self.data.val
+        return splits
+
     def evaluate(self, model):
-        self._last_test = self.predict(model, self.data.test)
-        return {f"test_{k}": v for k, v in self._last_test["metrics"].items()}
+        self._last = {name: self.predict(model, split)
+                      for name, split in self._scored_splits().items()}
+        return {f"{name}_{k}": v for name, scored in self._last.items()
+                for k, v in scored["metrics"].items()}
 
     def not_evaluated(self):
-        self._last_test = None
-        return {"test_top1": None}
+        self._last = None
+        return {f"{name}_top1": None for name in self._scored_splits()}
 
     def finish(self, model, run):
-        """The last epoch's test evaluation: logits, boxes and gates, and its metrics."""
-        test = self._last_test or self.predict(model, self.data.test)
-        split = self.data.test
-        ids = [str(i) for i in range(len(split))]
-        run.write_logits("test", test["logits"].numpy(), split.labels.numpy(), ids,
-                         self.data.classes)
+        """The last epoch's evaluation: logits of each scored split, the test set's boxes and
+        gates, and the metrics."""
+        last = self._last or {name: self.predict(model, split)
+                              for name, split in self._scored_splits().items()}
+        for name, split in self._scored_splits().items():
+            run.write_logits(name, last[name]["logits"].numpy(), split.labels.numpy(),
+                             [str(i) for i in range(len(split))], self.data.classes)
+        test, split = last["test"], self.data.test
         np.savez_compressed(run.path / "boxes_gates_test.npz",
                             boxes=(np.zeros((0, 4)) if test["boxes"] is None
                                    else test["boxes"].numpy()),
                             target_boxes=split.boxes.numpy(),
                             **{f"gates_{task}": g.numpy() for task, g in test["gates"].items()})
-        return {f"test_{k}": v for k, v in test["metrics"].items()}
+        return {f"{name}_{k}": v for name, scored in last.items()
+                for k, v in scored["metrics"].items()}
 
 
 def build_mtl_moe(recipe: Recipe, num_classes: int) -> MtlMoE:
