@@ -267,11 +267,11 @@ def claims_of(groups):
 tta_score_many(list(runs.values()), TEST_SIZES.values(), TEST_IMAGES, workers)
 scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
                  for row in rows for size in TEST_SIZES.values()} for seed in seeds}
-header = make_header(profile, time.perf_counter() - started, command)
 test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
 # More seeds, up to max_seeds, for the rows of each step wider than ±1.5 pp (section 5).
 groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
                               workers, runs_root=runs_root)
+header = make_header(profile, time.perf_counter() - started, command)  # after the new seeds
 
 
 def size_rows(backbone, loss):
@@ -320,6 +320,7 @@ display(Markdown(steps_md.read_text()))
 
 # %%
 fusions = {s: fuse(scores[s], loss_of) for s in seeds}
+header = make_header(profile, time.perf_counter() - started, command)
 test_labels = scores[seeds[0]][rows[0], input_size].test.labels
 val_labels = scores[seeds[0]][rows[0], input_size].val.labels
 classes = scores[seeds[0]][rows[0], input_size].test.classes
@@ -390,6 +391,7 @@ coverage_runs = {s: coverage_trained[i * len(COVERAGE):(i + 1) * len(COVERAGE)]
                  for i, s in enumerate(coverage_seeds)}
 coverage = {s: run_coverage(fusions[s], hard[s], coverage_runs.get(s, []), input_size,
                             TEST_IMAGES, len(classes)) for s in seeds}
+header = make_header(profile, time.perf_counter() - started, command)
 coverage_rows = [ResultRow("stage-2 fusion (before coverage)", 72.4,
                            accuracy(fusions[s].stage2_test for s in seeds), profile,
                            test_images=test_images)]

@@ -1,5 +1,6 @@
 """Every notebook is a .py/.ipynb pair in step, with the parameters cell the runner needs."""
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -66,3 +67,25 @@ def test_at_paper_the_plan_shows_before_anything_trains(name: str):
     trains = ("train_seed_groups(", "train_many(", "train(")
     before = code[: code.index(setup)]
     assert not any(t in source for source in before for t in trains)
+
+
+# Calls that train or score; a report written after one carries a header made after it.
+_COMPUTES = re.compile(r"\b(train_seed_groups|train_many|train|add_seeds_where_wide|fuse|"
+                       r"tta_score_many|rescore_many|run_coverage)\(")
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_a_report_header_counts_the_training_before_it(name: str):
+    # `header` carries the notebook's wall time so far: made before a training call and used
+    # after it, it would state the time before that training (04's tables once said 1.8 s
+    # for a 27 min run)
+    code = "\n".join(c.source for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells
+                     if c.cell_type == "code")
+    remade = [m.start() for m in re.finditer(r"^header = make_header\(", code, re.M)]
+    used = [m.start() for m in re.finditer(r"\bheader\b(?! = make_header)", code)]
+    for call in _COMPUTES.finditer(code):
+        next_use = next((u for u in used if u > call.start()), None)
+        line = code[: call.start()].count("\n") + 1
+        assert next_use is None or any(call.start() < r < next_use for r in remade), (
+            f"{name}: `{call.group(0)}` (code line {line}) runs before a report uses `header`; "
+            "re-make the header after it")
