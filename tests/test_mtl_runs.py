@@ -11,7 +11,7 @@ from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.report import mtl_plots
 from vipnb.report.header import make_header
-from vipnb.study.mtl_runs import run_metrics
+from vipnb.study.mtl_runs import at_epoch_chosen_on_val, run_metrics
 
 
 def run_with(tmp_path: Path, records: list[dict]) -> RunDir:
@@ -39,6 +39,20 @@ def test_a_metric_never_measured_is_an_error_naming_what_is_there(tmp_path):
     run = run_with(tmp_path, [{"epoch": 0, "train_loss": 2.0, "test_top1": 0.5}])
     with pytest.raises(VipnbError, match=r"no per-epoch 'test_mean_iou'.*test_top1, train_loss"):
         run_metrics(run, "test_mean_iou")
+
+
+def test_the_epoch_is_chosen_on_validation_and_read_on_test(tmp_path):
+    records = [{"epoch": 0, "val_top1": None, "test_top1": None},
+               {"epoch": 1, "val_top1": 0.7, "test_top1": 0.5},
+               {"epoch": 2, "val_top1": 0.6, "test_top1": 0.9},  # the best test epoch
+               {"epoch": 3, "val_top1": 0.7, "test_top1": 0.8}]  # ties the first: not chosen
+    assert at_epoch_chosen_on_val(run_with(tmp_path, records)) == 0.5
+
+
+def test_a_run_without_validation_cannot_choose_an_epoch(tmp_path):
+    run = run_with(tmp_path, [{"epoch": 0, "test_top1": 0.5}])
+    with pytest.raises(VipnbError, match="no per-epoch 'val_top1'"):
+        at_epoch_chosen_on_val(run)
 
 
 def test_curves_plot_only_the_measured_epochs(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""What the MTL-MoE notebook reads back from its finished runs: per-epoch test metrics and
-how the gates route each class."""
+"""What the MTL-MoE notebook reads back from its finished runs: per-epoch test metrics, the
+epoch validation chooses, and how the gates route each class."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def run_metrics(run: RunDir, metric: str) -> np.ndarray:
         raise VipnbError(f"{run.path}: no per-epoch {metric!r}; the records hold "
                          f"{', '.join(available) or 'nothing'}")
     return values
+
+
+def at_epoch_chosen_on_val(run: RunDir, metric: str = "test_top1") -> float:
+    """`metric` at the epoch of the best validation top-1 (the first, on a tie): the honest
+    counterpart of the poster's best test epoch. Needs a run with `box_val_per_class`."""
+    val = run_metrics(run, "val_top1")
+    return float(run_metrics(run, metric)[int(np.nanargmax(val))])
 
 
 def seed_curve(run: RunDir, metric: str = "test_top1") -> list[float]:
