@@ -309,7 +309,8 @@ def _mtl_recipe(pretrained_file: str, **settings):
 
 
 def _build(recipe):
-    task = MtlTask(recipe, SimpleNamespace(classes=["a", "b", "c"]), torch.device("cpu"), None)
+    data = SimpleNamespace(classes=["a", "b", "c"], val=None)  # BoxData's fields it reads
+    task = MtlTask(recipe, data, torch.device("cpu"), None)
     return task.build_model({})
 
 
