@@ -152,11 +152,17 @@ class MtlTask(Task):
             splits["val"] = self.data.val
         return splits
 
+    def _score(self, model) -> dict[str, dict]:
+        return {name: self.predict(model, split) for name, split in self._scored_splits().items()}
+
+    @staticmethod
+    def _metrics(scored: dict[str, dict]) -> dict[str, float]:
+        return {f"{name}_{k}": v for name, result in scored.items()
+                for k, v in result["metrics"].items()}
+
     def evaluate(self, model):
-        self._last = {name: self.predict(model, split)
-                      for name, split in self._scored_splits().items()}
-        return {f"{name}_{k}": v for name, scored in self._last.items()
-                for k, v in scored["metrics"].items()}
+        self._last = self._score(model)
+        return self._metrics(self._last)
 
     def not_evaluated(self):
         self._last = None
@@ -165,8 +171,7 @@ class MtlTask(Task):
     def finish(self, model, run):
         """The last epoch's evaluation: logits of each scored split, the test set's boxes and
         gates, and the metrics."""
-        last = self._last or {name: self.predict(model, split)
-                              for name, split in self._scored_splits().items()}
+        last = self._last or self._score(model)
         for name, split in self._scored_splits().items():
             run.write_logits(name, last[name]["logits"].numpy(), split.labels.numpy(),
                              [str(i) for i in range(len(split))], self.data.classes)
@@ -176,8 +181,7 @@ class MtlTask(Task):
                                    else test["boxes"].numpy()),
                             target_boxes=split.boxes.numpy(),
                             **{f"gates_{task}": g.numpy() for task, g in test["gates"].items()})
-        return {f"{name}_{k}": v for name, scored in last.items()
-                for k, v in scored["metrics"].items()}
+        return self._metrics(last)
 
 
 def build_mtl_moe(recipe: Recipe, num_classes: int) -> MtlMoE:
