@@ -1,5 +1,5 @@
-"""Shared fixtures: small generated VIPriors-layout trees, built with real PNG files, and a
-report header with fixed values."""
+"""Shared fixtures: small generated VIPriors-layout trees, built with real PNG files, a tiny
+fashion-boxes, and a report header with fixed values."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from vipnb import paths
+from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.rundir import RunDir
@@ -128,3 +129,23 @@ def header() -> ReportHeader:
         vipnb_version="0.1.0",
         torch_version="2.14.1",
     )
+
+
+def fake_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items whose class sets the brightness of a solid rectangle, so they can be learnt."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        h, w = rng.integers(10, 20, size=2)
+        top, left = rng.integers(0, 28 - h + 1), rng.integers(0, 28 - w + 1)
+        image[top : top + h, left : left + w] = 60 + 19 * label
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def boxes_root(tmp_path_factory) -> Path:
+    """A fashion-boxes of 10 classes at 32 px: 6 training and 3 test images a class."""
+    source = (*fake_split(6, seed=1), *fake_split(3, seed=2))
+    return build_fashion_boxes(tmp_path_factory.mktemp("fb") / "fashion_boxes", canvas=32,
+                               train_per_class=6, test_per_class=3, source=source)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_mtl_trainer import boxes_root, tiny  # noqa: F401 (a fixture)
+from tests.test_mtl_trainer import tiny
 from vipnb.data.box_data import held_out_for_val, load_box_data
 from vipnb.engine import train
 from vipnb.engine.recipe import from_dict
@@ -18,7 +18,7 @@ def _pixels(split) -> set[bytes]:
     return {image.numpy().tobytes() for image in split.images}
 
 
-def test_val_is_held_out_of_train_per_class(boxes_root):  # noqa: F811
+def test_val_is_held_out_of_train_per_class(boxes_root):
     whole = load_box_data(tiny(boxes_root))
     held = load_box_data(tiny(boxes_root, box_val_per_class=2))
     assert whole.val is None
@@ -29,7 +29,7 @@ def test_val_is_held_out_of_train_per_class(boxes_root):  # noqa: F811
     assert torch.equal(held.test.images, whole.test.images)
 
 
-def test_every_seed_and_subset_hold_out_the_same_images(boxes_root):  # noqa: F811
+def test_every_seed_and_subset_hold_out_the_same_images(boxes_root):
     seed0 = load_box_data(tiny(boxes_root, box_val_per_class=2))
     seed3 = load_box_data(tiny(boxes_root, box_val_per_class=2, seed=3))
     assert torch.equal(seed0.val.images, seed3.val.images)
@@ -48,7 +48,7 @@ def test_holding_out_a_whole_class_is_refused_by_name():
         held_out_for_val(labels, 2, ["a", "b"], "r")
 
 
-def test_a_run_scores_val_beside_test_and_heads_with_val(boxes_root, tmp_path):  # noqa: F811
+def test_a_run_scores_val_beside_test_and_heads_with_val(boxes_root, tmp_path):
     recipe = tiny(boxes_root, box_val_per_class=2, val_every=2, epochs=3)
     run = train(recipe, runs_root=tmp_path, progress=False)
     metrics = run.metrics()
@@ -63,7 +63,7 @@ def test_a_run_scores_val_beside_test_and_heads_with_val(boxes_root, tmp_path): 
     assert recipe.run_name != tiny(boxes_root, val_every=2, epochs=3).run_name
 
 
-def test_a_run_without_val_keeps_its_name_and_its_keys(boxes_root, tmp_path):  # noqa: F811
+def test_a_run_without_val_keeps_its_name_and_its_keys(boxes_root, tmp_path):
     recipe = tiny(boxes_root)
     assert recipe.run_name == from_dict({**recipe.to_dict(), "box_val_per_class": 0}).run_name
     run = train(recipe, runs_root=tmp_path, progress=False)

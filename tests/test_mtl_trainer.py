@@ -7,30 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.recipe import from_dict
 from vipnb.errors import VipnbError
-
-
-def fake_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Items whose class sets the brightness of a solid rectangle, so they can be learnt."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(10), per_class)
-    images = np.zeros((len(labels), 28, 28), np.uint8)
-    for image, label in zip(images, labels, strict=True):
-        h, w = rng.integers(10, 20, size=2)
-        top, left = rng.integers(0, 28 - h + 1), rng.integers(0, 28 - w + 1)
-        image[top : top + h, left : left + w] = 60 + 19 * label
-    return images, labels
-
-
-@pytest.fixture(scope="module")
-def boxes_root(tmp_path_factory) -> Path:
-    source = (*fake_split(6, seed=1), *fake_split(3, seed=2))
-    return build_fashion_boxes(tmp_path_factory.mktemp("fb") / "fashion_boxes", canvas=32,
-                               train_per_class=6, test_per_class=3, source=source)
 
 
 def tiny(root: Path, **changes):

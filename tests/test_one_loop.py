@@ -13,22 +13,14 @@ import torch
 
 import vipnb.engine
 from tests.conftest import write_recipe_file
-from tests.test_mtl_trainer import fake_split, tiny
+from tests.test_mtl_trainer import tiny
 from vipnb.data.box_data import load_box_data
-from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
-
-
-@pytest.fixture(scope="module")
-def boxes(tmp_path_factory) -> Path:
-    source = (*fake_split(6, seed=1), *fake_split(3, seed=2))
-    return build_fashion_boxes(tmp_path_factory.mktemp("fb") / "fashion_boxes", canvas=32,
-                               train_per_class=6, test_per_class=3, source=source)
 
 
 def test_the_engine_defines_fit_and_the_epoch_step_once():
@@ -39,8 +31,8 @@ def test_the_engine_defines_fit_and_the_epoch_step_once():
     assert sorted(defined) == ["trainer.py:_train_one_epoch", "trainer.py:fit"]
 
 
-def test_mtl_evaluates_and_saves_its_ema(boxes, tmp_path):
-    recipe = tiny(boxes, ema_decay=0.5)
+def test_mtl_evaluates_and_saves_its_ema(boxes_root, tmp_path):
+    recipe = tiny(boxes_root, ema_decay=0.5)
     run = RunDir(tmp_path / recipe.run_name)
     run.write_recipe(recipe)
     data = load_box_data(recipe)
@@ -56,9 +48,9 @@ def test_mtl_evaluates_and_saves_its_ema(boxes, tmp_path):
                               trainer.task.predict(trainer.model, data.test)["logits"].numpy())
 
 
-def test_mtl_accumulates_micro_batches_into_one_step(boxes, tmp_path, monkeypatch):
+def test_mtl_accumulates_micro_batches_into_one_step(boxes_root, tmp_path, monkeypatch):
     seen, steps = [], []
-    recipe = tiny(boxes, accum_steps=2, epochs=1)  # 60 images, batch 20: 3 steps of 2 × 10
+    recipe = tiny(boxes_root, accum_steps=2, epochs=1)  # 60 images, batch 20: 3 steps of 2 × 10
     real_step = torch.optim.Adam.step
 
     def counted(self, *args, **kwargs):
@@ -73,9 +65,9 @@ def test_mtl_accumulates_micro_batches_into_one_step(boxes, tmp_path, monkeypatc
     assert seen == [10] * 6 and len(steps) == 3
 
 
-def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes, tmp_path,
-                                                                  killed_and_resumed):
-    recipe = tiny(boxes, epochs=3, ema_decay=0.5, accum_steps=2)
+def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes_root, tmp_path,
+                                                                       killed_and_resumed):
+    recipe = tiny(boxes_root, epochs=3, ema_decay=0.5, accum_steps=2)
     whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     for key in ("train_loss", "ce", "box", "aux", "test_top1", "test_mean_iou"):
         assert [m[key] for m in resumed.metrics()] == [m[key] for m in whole.metrics()]
@@ -84,8 +76,8 @@ def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes, tmp_pat
 
 @pytest.mark.parametrize("key, value", [("mixup_alpha", 0.2), ("random_erasing", 0.25),
                                         ("loss", "taylor_ce"), ("eval_views", "flip")])
-def test_mtl_refuses_keys_it_cannot_honour(boxes, tmp_path, key, value):
-    recipe = tiny(boxes, **{key: value})
+def test_mtl_refuses_keys_it_cannot_honour(boxes_root, tmp_path, key, value):
+    recipe = tiny(boxes_root, **{key: value})
     with pytest.raises(VipnbError, match=rf"tiny_mtl: `{key}: {value}` is not supported "
                                          r"here: .*Remove it from the recipe"):
         train(recipe, runs_root=tmp_path, progress=False)
@@ -99,10 +91,10 @@ def test_moco_refuses_a_teacher(tiny_tree, tmp_path):
         train(recipe, runs_root=tmp_path, progress=False)
 
 
-def test_the_mtl_results_version_renames_mtl_runs_only(boxes, tiny_tree, monkeypatch):
+def test_the_mtl_results_version_renames_mtl_runs_only(boxes_root, tiny_tree, monkeypatch):
     import vipnb.engine.recipe as recipe_module
 
-    mtl = tiny(boxes)
+    mtl = tiny(boxes_root)
     classify = from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tiny_tree)})
     names = mtl.run_name, classify.run_name
     monkeypatch.setattr(recipe_module, "MTL_RESULTS_VERSION",
@@ -110,11 +102,11 @@ def test_the_mtl_results_version_renames_mtl_runs_only(boxes, tiny_tree, monkeyp
     assert mtl.run_name != names[0] and classify.run_name == names[1]
 
 
-def test_mtl_trains_under_torchrun(boxes, tmp_path):
+def test_mtl_trains_under_torchrun(boxes_root, tmp_path):
     """Two processes (gloo, CPU) share each MTL batch and rank 0 alone writes the run. Not
     compared with one process: the gates' noise comes from each process's own generator."""
     recipe = write_recipe_file(
-        tmp_path, "ddp_mtl", boxes, dataset="fashion_boxes", architecture="mtl_moe",
+        tmp_path, "ddp_mtl", boxes_root, dataset="fashion_boxes", architecture="mtl_moe",
         model="resnet18", model_kwargs={"channels": [8, 16, 32, 64]}, experts=3, gate_k=2,
         optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=20, cache_size=32,
         input_size=28, scale=[0.5, 1.0], eval_batch_size=50, amp="none", channels_last=False)
