@@ -43,6 +43,7 @@ seeds = [0]  # the cpu profile of `make reproduce` runs three seeds
 data_root = None  # paper profile: the CUB_200_2011 folder; None: fashion-boxes under ./data
 recipe_overrides = {}  # recipe keys set for every run, e.g. {"accum_steps": 4}
 processes = None  # runs trained at once; None: one single-threaded process per core at cpu
+max_seeds = None  # claims wider than ±1.5 pp train their two rows on more seeds, up to this
 out_dir = None  # reports folder; None: build/interactive-reports/<profile>/ (vipnb run: reports/)
 command = None  # set by vipnb run: the command line the report headers name
 
@@ -69,9 +70,10 @@ from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, assess
+from vipnb.study.more_seeds import add_seeds_where_wide
 from vipnb.study.mtl_runs import at_epoch_chosen_on_val, routing, run_metrics, seed_curve
 from vipnb.study.plan import show_plan
-from vipnb.study.seed_groups import SeedGroup, train_seed_groups
+from vipnb.study.seed_groups import on_common_seeds, train_seed_groups
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("02_mtl_moe_cub", profile))
@@ -150,14 +152,64 @@ for key in keys:
 #
 # `train_seed_groups` reuses finished runs, trains the transfer experiment's base model first,
 # and at `cpu` trains one single-threaded run per core at once (`vipnb.engine.parallel`).
+#
+# Then power where it is missing: each step of section 8 whose paired 95 % interval is wider
+# than ±1.5 pp trains its two rows on more seeds (a transfer model's base too, at the same
+# seed), as many as its spread asks for, up to `max_seeds` (10 at `cpu`); the other rows keep
+# the notebook's seeds (`vipnb.study.more_seeds`). Curves and table rows then show every seed
+# of a row, and a step pairs the seeds its two rows share.
 
 # %%
 RECIPES = ["mtl_moe_cls_e1", "mtl_moe_cls_e6", "mtl_moe_cls_e3", "mtl_moe_e1", "mtl_moe_e3",
            "mtl_moe_e6", "mtl_transfer_direct", "mtl_transfer_frozen", "mtl_transfer_full"]
 groups = train_seed_groups(RECIPES, profile, seeds, overrides, processes, runs_root=runs_root)
+
+
+def top1_at(runs, epoch=-1):
+    return [100 * run_metrics(r, "test_top1")[epoch] for r in runs]
+
+
+transfer = load_recipe("mtl_transfer_full", profile)
+# "learning speed": the first epoch from a third of training on whose test score was measured
+EARLY = next(filter(transfer.validates_after,
+                   range(max(1, transfer.total_epochs // 3), transfer.total_epochs + 1)))
+LAST = -1
+# step, before, after, the poster's before and after (%), the direction its words state where
+# it gives no numbers (Fig. 4: "indeed improves"; Fig. 5: transfer reaches "the same
+# accuracy much faster", freezing "will harm the model accuracy a lot"), epoch compared.
+STEPS = [
+    ("1 → 6 experts (classification only, Fig. 4)", "mtl_moe_cls_e1", "mtl_moe_cls_e6",
+     None, None, +1, LAST),
+    ("single-task → MTL-MoE (3 experts, Fig. 7)", "mtl_moe_cls_e3", "mtl_moe_e3", 0.0, 1.4,
+     None, LAST),
+    ("MTL-MoE 1 → 3 experts", "mtl_moe_e1", "mtl_moe_e3", 79.18, 80.44, None, LAST),
+    ("MTL-MoE 3 → 6 experts", "mtl_moe_e3", "mtl_moe_e6", 80.44, 80.10, None, LAST),
+    ("direct → transfer, everything updated (Fig. 5)", "mtl_transfer_direct",
+     "mtl_transfer_full", None, None, None, LAST),
+    (f"direct → transfer, everything updated, after {EARLY} epochs (Fig. 5)",
+     "mtl_transfer_direct", "mtl_transfer_full", None, None, +1, EARLY - 1),
+    ("transfer: everything updated → experts frozen (Fig. 5)", "mtl_transfer_full",
+     "mtl_transfer_frozen", None, None, -1, LAST)]
+
+
+def claims_of(groups):
+    """Each step over the seeds its two rows share, with the two rows."""
+    claims = []
+    for step, a, b, paper_before, paper_after, sign, epoch in STEPS:
+        before, after = on_common_seeds(groups[a], groups[b])
+        claims.append((Claim(step, paper_before, paper_after, top1_at(before.runs, epoch),
+                             top1_at(after.runs, epoch), sign, after.scored_images("test")),
+                       (a, b)))
+    return claims
+
+
+# Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
+groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+                              processes, runs_root=runs_root)
 runs = {name: group.runs for name, group in groups.items()}
 training_s = sum(run.summary()["wall_time_s"] for group in runs.values() for run in group)
-print(f"{len(RECIPES)} recipes x {len(seeds)} seed(s); training time: {training_s / 60:.1f} min")
+print(f"{len(RECIPES)} recipes, {sum(map(len, runs.values()))} runs; "
+      f"training time: {training_s / 60:.1f} min")
 header = make_header(profile, time.perf_counter() - started, command)
 
 
@@ -217,7 +269,7 @@ TABLE = [("mtl_moe_e1", "1-Expert MTL-MoE"), ("mtl_moe_e3", "3-Experts MTL-MoE")
 rows = []
 for name, label in TABLE:
     reference = paper_reference(name)
-    scored = SeedGroup(name, runs[name]).scored_images("test")
+    scored = groups[name].scored_images("test")
     rows += [
         ResultRow(f"{label}: classification, best epoch", reference["top1"],
                   [100 * np.nanmax(run_metrics(r, "test_top1")) for r in runs[name]], profile,
@@ -241,37 +293,7 @@ for name, label in TABLE:
 _, table_md = write_table(rows, out_dir, "table", header, title="02 · 1, 3 and 6 experts")
 display(Markdown(table_md.read_text()))
 
-
-def top1_at(name, epoch=-1):
-    return [100 * run_metrics(r, "test_top1")[epoch] for r in runs[name]]
-
-
-transfer = load_recipe("mtl_transfer_full", profile)
-# "learning speed": the first epoch from a third of training on whose test score was measured
-EARLY = next(filter(transfer.validates_after,
-                   range(max(1, transfer.total_epochs // 3), transfer.total_epochs + 1)))
-
-
-LAST = -1
-# step, before, after, the poster's before and after (%), the direction its words state where
-# it gives no numbers (Fig. 4: "indeed improves"; Fig. 5: transfer reaches "the same
-# accuracy much faster", freezing "will harm the model accuracy a lot"), epoch compared.
-STEPS = [
-    ("1 → 6 experts (classification only, Fig. 4)", "mtl_moe_cls_e1", "mtl_moe_cls_e6",
-     None, None, +1, LAST),
-    ("single-task → MTL-MoE (3 experts, Fig. 7)", "mtl_moe_cls_e3", "mtl_moe_e3", 0.0, 1.4,
-     None, LAST),
-    ("MTL-MoE 1 → 3 experts", "mtl_moe_e1", "mtl_moe_e3", 79.18, 80.44, None, LAST),
-    ("MTL-MoE 3 → 6 experts", "mtl_moe_e3", "mtl_moe_e6", 80.44, 80.10, None, LAST),
-    ("direct → transfer, everything updated (Fig. 5)", "mtl_transfer_direct",
-     "mtl_transfer_full", None, None, None, LAST),
-    (f"direct → transfer, everything updated, after {EARLY} epochs (Fig. 5)",
-     "mtl_transfer_direct", "mtl_transfer_full", None, None, +1, EARLY - 1),
-    ("transfer: everything updated → experts frozen (Fig. 5)", "mtl_transfer_full",
-     "mtl_transfer_frozen", None, None, -1, LAST)]
-steps = [Claim(step, pb, pa, top1_at(a, epoch), top1_at(b, epoch), sign,
-               SeedGroup(b, runs[b]).scored_images("test"))
-         for step, a, b, pb, pa, sign, epoch in STEPS]
+steps = [claim for claim, _ in claims_of(groups)]
 _, steps_md = write_ablations(assess(steps), out_dir, "steps", header,
                              title="02 · Each comparison, measured (test top-1)")
 display(Markdown(steps_md.read_text()))
@@ -315,7 +337,7 @@ display(Image(str(plot)))
 hard = write_hard_classes(hard_classes(series["MTL-MoE (3 experts)"], data.classes, k_worst=3),
                           out_dir / "mtl_moe_e3_test_hard_classes.csv", header)
 print(hard.read_text())
-confusion_heatmap(SeedGroup("mtl_moe_e3", runs["mtl_moe_e3"]).confusion(), data.classes,
+confusion_heatmap(groups["mtl_moe_e3"].confusion(), data.classes,
                   out_dir / "mtl_moe_e3_test_confusion.png", header)
 
 # %%
