@@ -165,8 +165,8 @@ RECIPES = ["mtl_moe_cls_e1", "mtl_moe_cls_e6", "mtl_moe_cls_e3", "mtl_moe_e1", "
 groups = train_seed_groups(RECIPES, profile, seeds, overrides, processes, runs_root=runs_root)
 
 
-def top1_at(runs, epoch=-1):
-    return [100 * run_metrics(r, "test_top1")[epoch] for r in runs]
+def top1_at(group, epoch=-1):
+    return [100 * run_metrics(r, "test_top1")[epoch] for r in group.runs]
 
 
 transfer = load_recipe("mtl_transfer_full", profile)
@@ -197,8 +197,8 @@ def claims_of(groups):
     claims = []
     for step, a, b, paper_before, paper_after, sign, epoch in STEPS:
         before, after = on_common_seeds(groups[a], groups[b])
-        claims.append((Claim(step, paper_before, paper_after, top1_at(before.runs, epoch),
-                             top1_at(after.runs, epoch), sign, after.scored_images("test")),
+        claims.append((Claim(step, paper_before, paper_after, top1_at(before, epoch),
+                             top1_at(after, epoch), sign, after.scored_images("test")),
                        (a, b)))
     return claims
 
