@@ -15,6 +15,7 @@ from vipnb import paths
 from vipnb.data.fashion_boxes import build_fashion_boxes
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
+from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
 from vipnb.eval.submission import write_labels_csv
@@ -67,6 +68,24 @@ def write_recipe_file(directory: Path, name: str, tree: Path, **settings) -> Pat
     path.write_text(yaml.safe_dump({"name": name, "base": base,
                                     "profiles": {"smoke": {}, "cpu": {}, "paper": {}}}))
     return path
+
+
+def tiny_recipe(tree: Path, **changes):
+    """A recipe that trains a tiny timm ResNet on `tree` for one epoch, in seconds."""
+    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
+                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "lr": 0.05,
+                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
+
+
+def tiny_mtl_recipe(root: Path, **changes):
+    """A three-expert MTL-MoE recipe on the fashion-boxes at `root`, two epochs in seconds."""
+    return from_dict({"name": "tiny_mtl", "dataset": "fashion_boxes", "data_root": str(root),
+                      "architecture": "mtl_moe", "model": "resnet18",
+                      "model_kwargs": {"channels": [8, 16, 32, 64]}, "experts": 3,
+                      "gate_k": 2, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
+                      "epochs": 2, "batch_size": 20, "cache_size": 32, "input_size": 28,
+                      "scale": [0.5, 1.0], "eval_batch_size": 50, "amp": "none",
+                      "channels_last": False, **changes})
 
 
 @pytest.fixture

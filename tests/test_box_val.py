@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_mtl_recipe
 
-from tests.test_mtl_trainer import tiny
 from vipnb.data.box_data import held_out_for_val, load_box_data
 from vipnb.engine import train
 from vipnb.engine.recipe import from_dict
@@ -19,8 +19,8 @@ def _pixels(split) -> set[bytes]:
 
 
 def test_val_is_held_out_of_train_per_class(boxes_root):
-    whole = load_box_data(tiny(boxes_root))
-    held = load_box_data(tiny(boxes_root, box_val_per_class=2))
+    whole = load_box_data(tiny_mtl_recipe(boxes_root))
+    held = load_box_data(tiny_mtl_recipe(boxes_root, box_val_per_class=2))
     assert whole.val is None
     assert torch.bincount(held.val.labels, minlength=10).tolist() == [2] * 10
     assert torch.bincount(held.train.labels, minlength=10).tolist() == [4] * 10
@@ -30,10 +30,10 @@ def test_val_is_held_out_of_train_per_class(boxes_root):
 
 
 def test_every_seed_and_subset_hold_out_the_same_images(boxes_root):
-    seed0 = load_box_data(tiny(boxes_root, box_val_per_class=2))
-    seed3 = load_box_data(tiny(boxes_root, box_val_per_class=2, seed=3))
+    seed0 = load_box_data(tiny_mtl_recipe(boxes_root, box_val_per_class=2))
+    seed3 = load_box_data(tiny_mtl_recipe(boxes_root, box_val_per_class=2, seed=3))
     assert torch.equal(seed0.val.images, seed3.val.images)
-    subset = load_box_data(tiny(boxes_root, box_val_per_class=2, class_subset=[8, 9]))
+    subset = load_box_data(tiny_mtl_recipe(boxes_root, box_val_per_class=2, class_subset=[8, 9]))
     in_subset = (seed0.val.labels >= 8).numpy()
     assert _pixels(subset.val) == {image.numpy().tobytes()
                                    for image in seed0.val.images[in_subset]}
@@ -49,7 +49,7 @@ def test_holding_out_a_whole_class_is_refused_by_name():
 
 
 def test_a_run_scores_val_beside_test_and_heads_with_val(boxes_root, tmp_path):
-    recipe = tiny(boxes_root, box_val_per_class=2, val_every=2, epochs=3)
+    recipe = tiny_mtl_recipe(boxes_root, box_val_per_class=2, val_every=2, epochs=3)
     run = train(recipe, runs_root=tmp_path, progress=False)
     metrics = run.metrics()
     scored = [m for m in metrics if m["val_top1"] is not None]
@@ -60,11 +60,11 @@ def test_a_run_scores_val_beside_test_and_heads_with_val(boxes_root, tmp_path):
     last = run.logits("val")
     assert run.summary()["val_top1"] == pytest.approx(
         float((last.logits.argmax(1) == last.labels).mean()))
-    assert recipe.run_name != tiny(boxes_root, val_every=2, epochs=3).run_name
+    assert recipe.run_name != tiny_mtl_recipe(boxes_root, val_every=2, epochs=3).run_name
 
 
 def test_a_run_without_val_keeps_its_name_and_its_keys(boxes_root, tmp_path):
-    recipe = tiny(boxes_root)
+    recipe = tiny_mtl_recipe(boxes_root)
     assert recipe.run_name == from_dict({**recipe.to_dict(), "box_val_per_class": 0}).run_name
     run = train(recipe, runs_root=tmp_path, progress=False)
     assert not any(key.startswith("val_") for key in run.metrics()[-1])

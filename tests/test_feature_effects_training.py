@@ -6,20 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import write_recipe_file
+from conftest import tiny_recipe, write_recipe_file
 
 from vipnb.data.augment import EvalTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine import load_recipe, train
 from vipnb.engine.build import load_trained_model
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
-
-
-def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
 
 
 def first_loss(run: RunDir) -> float:

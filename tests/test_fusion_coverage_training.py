@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_tree
+from conftest import tiny_recipe as one_epoch_recipe
 
 from vipnb.data.sources import load_run_data
 from vipnb.engine import train
 from vipnb.engine.build import build_model
 from vipnb.engine.objective import Objective
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.rescore import rescore
 from vipnb.errors import VipnbError
 from vipnb.study.fusion import fuse, tta_score_many, tta_scores
@@ -22,9 +22,7 @@ PAPER_AUGMENTATION = {"vflip": 0.5, "color_jitter": [0.5, 0.5, 0.5, 0.1],
 
 
 def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 2, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
+    return one_epoch_recipe(tree, **{"epochs": 2, **changes})
 
 
 @pytest.fixture(scope="module")

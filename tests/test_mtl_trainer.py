@@ -1,30 +1,19 @@
 """The MTL-MoE trainer end to end on a tiny fashion-boxes: run directory, box metrics,
 gates, transfer with frozen experts, resume."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_mtl_recipe
 
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
-from vipnb.engine.recipe import from_dict
 from vipnb.errors import VipnbError
 
 
-def tiny(root: Path, **changes):
-    return from_dict({"name": "tiny_mtl", "dataset": "fashion_boxes", "data_root": str(root),
-                      "architecture": "mtl_moe", "model": "resnet18",
-                      "model_kwargs": {"channels": [8, 16, 32, 64]}, "experts": 3,
-                      "gate_k": 2, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
-                      "epochs": 2, "batch_size": 20, "cache_size": 32, "input_size": 28,
-                      "scale": [0.5, 1.0], "eval_batch_size": 50, "amp": "none",
-                      "channels_last": False, **changes})
-
-
 def test_run_directory_metrics_and_gates(boxes_root, tmp_path):
-    run = train(tiny(boxes_root), runs_root=tmp_path, progress=False)
+    run = train(tiny_mtl_recipe(boxes_root), runs_root=tmp_path, progress=False)
     metrics = run.metrics()
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert {"test_top1", "test_mean_iou", "test_iou50", "test_mean_ciou", "ce", "box",
@@ -38,22 +27,23 @@ def test_run_directory_metrics_and_gates(boxes_root, tmp_path):
 
 
 def test_single_task_and_class_subset(boxes_root, tmp_path):
-    run = train(tiny(boxes_root, box_task=False, class_subset=[7, 8, 9]), runs_root=tmp_path,
-                progress=False)
+    run = train(tiny_mtl_recipe(boxes_root, box_task=False, class_subset=[7, 8, 9]),
+                runs_root=tmp_path, progress=False)
     assert run.logits("test").classes == ["008.sneaker", "009.bag", "010.ankle_boot"]
     assert "test_mean_iou" not in run.metrics()[0]
     with pytest.raises(VipnbError, match="class_subset"):
-        train(tiny(boxes_root, class_subset=[12]), runs_root=tmp_path, progress=False)
+        train(tiny_mtl_recipe(boxes_root, class_subset=[12]), runs_root=tmp_path, progress=False)
 
 
 def test_transfer_with_frozen_experts_keeps_them(boxes_root, tmp_path, monkeypatch):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    base = tiny(boxes_root, name="base", box_task=False, class_subset=[0, 1, 2, 3, 4, 5, 6])
+    base = tiny_mtl_recipe(boxes_root, name="base", box_task=False,
+                           class_subset=[0, 1, 2, 3, 4, 5, 6])
     base_run = train(base, runs_root=tmp_path / "runs", progress=False)
     monkeypatch.setattr("vipnb.engine.recipe.Recipe.dependency", lambda self, key: base)
-    frozen = tiny(boxes_root, name="frozen", box_task=False, class_subset=[7, 8, 9],
-                  init_from="base", freeze="experts")
+    frozen = tiny_mtl_recipe(boxes_root, name="frozen", box_task=False, class_subset=[7, 8, 9],
+                             init_from="base", freeze="experts")
     run = train(frozen, runs_root=tmp_path / "runs", progress=False)
     before = load_checkpoint(base_run.checkpoint_file)["model"]
     after = load_checkpoint(run.checkpoint_file)["model"]
@@ -65,11 +55,11 @@ def test_transfer_with_frozen_experts_keeps_them(boxes_root, tmp_path, monkeypat
 
 def test_freeze_needs_a_trained_model(boxes_root, tmp_path):
     with pytest.raises(VipnbError, match="init_from"):
-        train(tiny(boxes_root, freeze="experts"), runs_root=tmp_path, progress=False)
+        train(tiny_mtl_recipe(boxes_root, freeze="experts"), runs_root=tmp_path, progress=False)
 
 
 def test_resume_equals_uninterrupted(boxes_root, tmp_path, killed_and_resumed):
-    recipe = tiny(boxes_root, epochs=3)
+    recipe = tiny_mtl_recipe(boxes_root, epochs=3)
     whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     assert [m["train_loss"] for m in resumed.metrics()] == [m["train_loss"]
                                                            for m in whole.metrics()]

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import vipnb.engine
-from tests.conftest import write_recipe_file
-from tests.test_mtl_trainer import tiny
+from tests.conftest import tiny_mtl_recipe, write_recipe_file
 from vipnb.data.box_data import load_box_data
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
@@ -32,7 +31,7 @@ def test_the_engine_defines_fit_and_the_epoch_step_once():
 
 
 def test_mtl_evaluates_and_saves_its_ema(boxes_root, tmp_path):
-    recipe = tiny(boxes_root, ema_decay=0.5)
+    recipe = tiny_mtl_recipe(boxes_root, ema_decay=0.5)
     run = RunDir(tmp_path / recipe.run_name)
     run.write_recipe(recipe)
     data = load_box_data(recipe)
@@ -50,7 +49,8 @@ def test_mtl_evaluates_and_saves_its_ema(boxes_root, tmp_path):
 
 def test_mtl_accumulates_micro_batches_into_one_step(boxes_root, tmp_path, monkeypatch):
     seen, steps = [], []
-    recipe = tiny(boxes_root, accum_steps=2, epochs=1)  # 60 images, batch 20: 3 steps of 2 × 10
+    # 60 images, batch 20: 3 steps of 2 × 10
+    recipe = tiny_mtl_recipe(boxes_root, accum_steps=2, epochs=1)
     real_step = torch.optim.Adam.step
 
     def counted(self, *args, **kwargs):
@@ -67,7 +67,7 @@ def test_mtl_accumulates_micro_batches_into_one_step(boxes_root, tmp_path, monke
 
 def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes_root, tmp_path,
                                                                        killed_and_resumed):
-    recipe = tiny(boxes_root, epochs=3, ema_decay=0.5, accum_steps=2)
+    recipe = tiny_mtl_recipe(boxes_root, epochs=3, ema_decay=0.5, accum_steps=2)
     whole, resumed = killed_and_resumed(recipe, tmp_path, kill_at=2)
     for key in ("train_loss", "ce", "box", "aux", "test_top1", "test_mean_iou"):
         assert [m[key] for m in resumed.metrics()] == [m[key] for m in whole.metrics()]
@@ -77,7 +77,7 @@ def test_killed_mtl_run_with_ema_and_accumulation_resumes_exactly(boxes_root, tm
 @pytest.mark.parametrize("key, value", [("mixup_alpha", 0.2), ("random_erasing", 0.25),
                                         ("loss", "taylor_ce"), ("eval_views", "flip")])
 def test_mtl_refuses_keys_it_cannot_honour(boxes_root, tmp_path, key, value):
-    recipe = tiny(boxes_root, **{key: value})
+    recipe = tiny_mtl_recipe(boxes_root, **{key: value})
     with pytest.raises(VipnbError, match=rf"tiny_mtl: `{key}: {value}` is not supported "
                                          r"here: .*Remove it from the recipe"):
         train(recipe, runs_root=tmp_path, progress=False)
@@ -94,7 +94,7 @@ def test_moco_refuses_a_teacher(tiny_tree, tmp_path):
 def test_the_mtl_results_version_renames_mtl_runs_only(boxes_root, tiny_tree, monkeypatch):
     import vipnb.engine.recipe as recipe_module
 
-    mtl = tiny(boxes_root)
+    mtl = tiny_mtl_recipe(boxes_root)
     classify = from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tiny_tree)})
     names = mtl.run_name, classify.run_name
     monkeypatch.setattr(recipe_module, "MTL_RESULTS_VERSION",

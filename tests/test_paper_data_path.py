@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPLITS_DIR, make_tree
+from conftest import SPLITS_DIR, make_tree, tiny_recipe
 
 from vipnb import cli
 from vipnb.data.cache import decode_split
@@ -29,12 +29,6 @@ from vipnb.errors import VipnbError
 from vipnb.run import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "cache_size": 16,
-                      "input_size": 16, "eval_batch_size": 8, **changes})
 
 
 def snapshot(folder: Path) -> dict[str, int]:

@@ -12,19 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_recipe
 
 from vipnb.atomic import atomic_file
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
-
-
-def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
 
 
 class WritesAFileWhenLoaded:

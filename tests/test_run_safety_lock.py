@@ -13,20 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_recipe_file
+from conftest import tiny_recipe, write_recipe_file
 
 from vipnb.engine import train
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.run_lock import LOCK_NAME
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
 from vipnb.errors import VipnbError
-
-
-def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
 
 
 def plant_lock(run_dir: Path, pid: int, host: str | None = None) -> Path:

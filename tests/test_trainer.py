@@ -3,18 +3,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_recipe as one_epoch_recipe
 
 from vipnb.engine import train
 from vipnb.engine.checkpoint import load_checkpoint, save_atomic
-from vipnb.engine.recipe import from_dict
 from vipnb.errors import VipnbError
 
 
 def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 3, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "scale": [0.5, 1.0],
-                      "eval_batch_size": 8, **changes})
+    return one_epoch_recipe(tree, **{"epochs": 3, "scale": [0.5, 1.0], **changes})
 
 
 def test_run_directory_contents_and_reuse(tiny_tree: Path, tmp_path: Path):

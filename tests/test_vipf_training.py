@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tree, write_recipe_file
+from conftest import tiny_recipe as one_epoch_recipe
 from run_checks import assert_summary_and_logits_are_the_models
 
 from vipnb.data.layout import ImageList, scan_split
@@ -19,10 +20,13 @@ from vipnb.engine import train
 from vipnb.engine.build import build_model
 from vipnb.engine.checkpoint import load_checkpoint
 from vipnb.engine.objective import Objective
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.losses import Hierarchy, soft_cross_entropy, tree_supervision_loss
+
+
+def tiny_recipe(tree: Path, **changes):
+    return one_epoch_recipe(tree, **{"epochs": 2, **changes})
 
 NARROW_DSK = {"channels": [8, 8, 16, 16], "stem_width": 8, "cardinality": 2,
               "base_width": 8, "layers": [1, 1, 1, 1]}
@@ -31,12 +35,6 @@ NARROW_DSK = {"channels": [8, 8, 16, 16], "stem_width": 8, "cardinality": 2,
 def centres_of(run: RunDir) -> torch.Tensor:
     """The center loss's class centres in a run's last checkpoint."""
     return load_checkpoint(run.checkpoint_file)["objective"]["center_loss"]["centers"]
-
-
-def tiny_recipe(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 2, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
 
 
 def test_eq3_weighs_the_head_center_and_tree_terms(tiny_tree):

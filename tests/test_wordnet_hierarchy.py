@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPLITS_DIR, make_tree
+from conftest import SPLITS_DIR, make_tree, tiny_recipe
 
 from vipnb.data.sources import load_run_data
 from vipnb.data.splits import load_vipriors_splits
 from vipnb.engine import load_recipe, train
-from vipnb.engine.recipe import from_dict
 from vipnb.engine.tasks.classify import ClassifyTask
 from vipnb.errors import VipnbError
 from vipnb.losses.wordnet_hierarchy import (
@@ -170,41 +169,36 @@ def test_the_real_wordnet_tree_over_the_1000_vipriors_classes_has_the_papers_sup
 
 # -- the recipe key and training ---------------------------------------------------------------
 
-def tiny(tree: Path, **changes):
-    return from_dict({"name": "tiny", "dataset": "folder", "data_root": str(tree),
-                      "model": "resnet10t", "epochs": 1, "batch_size": 6, "lr": 0.05,
-                      "cache_size": 16, "input_size": 16, "eval_batch_size": 8, **changes})
-
-
 def test_hierarchy_key_is_hashed_only_when_set_and_refused_where_unread(tmp_path, database):
     directory, _ = database
-    plain = tiny(tmp_path)
-    assert tiny(tmp_path, hierarchy="induced").digest() == plain.digest()  # no run renamed
-    wordnet = tiny(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0)
-    assert wordnet.digest() != tiny(tmp_path, tree_loss_weight=1.0).digest()
+    plain = tiny_recipe(tmp_path)
+    assert tiny_recipe(tmp_path, hierarchy="induced").digest() == plain.digest()  # no run renamed
+    wordnet = tiny_recipe(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0)
+    assert wordnet.digest() != tiny_recipe(tmp_path, tree_loss_weight=1.0).digest()
     # where WordNet lies changes no number
-    assert tiny(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0,
-                wordnet_dir=str(directory)).digest() == wordnet.digest()
+    assert tiny_recipe(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0,
+                       wordnet_dir=str(directory)).digest() == wordnet.digest()
     with pytest.raises(VipnbError, match="hierarchy='semantic' is not one of induced, wordnet"):
-        tiny(tmp_path, hierarchy="semantic")
+        tiny_recipe(tmp_path, hierarchy="semantic")
     with pytest.raises(VipnbError, match="hierarchy_from: '' or hierarchy: induced"):
-        tiny(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0, hierarchy_from="other")
+        tiny_recipe(tmp_path, hierarchy="wordnet", tree_loss_weight=1.0, hierarchy_from="other")
     with pytest.raises(VipnbError, match="only tree_loss_weight > 0 reads it"):
-        tiny(tmp_path, hierarchy="wordnet")
+        tiny_recipe(tmp_path, hierarchy="wordnet")
 
 
 def test_training_with_the_wordnet_tree_adds_its_term(tmp_path, database):
     directory, wnid = database
     tree = make_tree(tmp_path / "wnids", classes=tuple(sorted(
         wnid[n] for n in ("beagle", "chihuahua", "tabby"))))
-    recipe = tiny(tree, hierarchy="wordnet", tree_loss_weight=1.0, wordnet_dir=str(directory))
+    recipe = tiny_recipe(tree, hierarchy="wordnet", tree_loss_weight=1.0,
+                         wordnet_dir=str(directory))
     task = ClassifyTask(recipe, load_run_data(recipe), torch.device("cpu"), None)
     by_wnid = {w: c for c, w in enumerate(task.data.classes)}
     dogs = sorted(by_wnid[wnid[n]] for n in ("beagle", "chihuahua"))
     assert task._hierarchy(None).to_nested() in ([dogs, by_wnid[wnid["tabby"]]],
                                                  [by_wnid[wnid["tabby"]], dogs])
     with_tree = train(recipe, runs_root=tmp_path / "runs", progress=False)
-    without = train(tiny(tree), runs_root=tmp_path / "runs", progress=False)
+    without = train(tiny_recipe(tree), runs_root=tmp_path / "runs", progress=False)
     assert with_tree.finished and without.finished
     # the same seed and draws: only the tree term differs
     assert with_tree.metrics()[0]["train_loss"] != without.metrics()[0]["train_loss"]
@@ -213,7 +207,8 @@ def test_training_with_the_wordnet_tree_adds_its_term(tmp_path, database):
 def test_classes_that_are_not_wnids_are_refused_naming_the_key_and_dataset(tmp_path, database):
     directory, _ = database
     tree = make_tree(tmp_path / "names")  # a_cls, b_cls, c_cls, like fashion50's names
-    recipe = tiny(tree, hierarchy="wordnet", tree_loss_weight=1.0, wordnet_dir=str(directory))
+    recipe = tiny_recipe(tree, hierarchy="wordnet", tree_loss_weight=1.0,
+                         wordnet_dir=str(directory))
     task = ClassifyTask(recipe, load_run_data(recipe), torch.device("cpu"), None)
     with pytest.raises(VipnbError, match=r"hierarchy: wordnet needs classes named by ImageNet "
                                          r"wnids .* dataset 'folder'.* 'a_cls'"):
