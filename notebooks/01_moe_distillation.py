@@ -53,6 +53,7 @@ command = None  # set by vipnb run: the command line the report headers name
 import time
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from IPython.display import Image, Markdown, display
@@ -75,6 +76,7 @@ from vipnb.study.plan import moco_ablation, show_plan
 from vipnb.study.seed_groups import (
     rescore_seed_groups,
     train_seed_groups,
+    weighted_ensemble_top1,
     weighted_ensembles,
 )
 
@@ -402,6 +404,36 @@ rows = [ResultRow(f"best single model by validation: {best}", None, finals[0].ou
 _, ensemble_md = write_table(rows, out_dir, "ensemble", header,
                             title="01 · Ensemble, best single model and baselines")
 display(Markdown(ensemble_md.read_text()))
+
+# %% [markdown]
+# How much the ensemble owes to its one free choice and to its members: the same rows with
+# none (equal weights) to 20 weighted 3, and the k rows with the best validation top-1 under
+# equal weights (k = 1 is the best single model). Test top-1 shows what each choice costs;
+# only validation may choose, and its few images separate these ensembles less well than the
+# test set does. The best single model's validation top-1 is the best of many rows on the
+# same images, so it overstates its test top-1 more than an ensemble's does.
+
+# %%
+def ensemble_choice(label, names, n_best):
+    chosen = [groups[n].of_seeds(seeds) for n in names]
+    val = float(np.mean(weighted_ensemble_top1(chosen, n_best, "val")))
+    return val, ResultRow(label, None, weighted_ensemble_top1(chosen, n_best), profile,
+                          f"validation top-1 {val:.2f}", test_images=images)
+
+
+by_val = sorted(members, key=lambda n: -groups[n].val_top1())
+choices = [ensemble_choice(f"all {len(members)} rows, weight 3 for the {k} best" if k else
+                           f"all {len(members)} rows, equal weights", members, k)
+           for k in (0, 1, 3, 5, 10, 20) if k < len(members)]
+choices += [ensemble_choice(f"the {k} best rows by validation, equal weights" if k > 1 else
+                            f"the best row by validation alone: {best}", by_val[:k], 0)
+            for k in (1, 3, 5, 10, 20) if k < len(members)]
+_, choices_md = write_table([row for _, row in choices], out_dir, "ensemble_choices", header,
+                            title="01 · The ensemble by its free choices")
+display(Markdown(choices_md.read_text()))
+val_images = groups[best].scored_images("val")
+print(f"validation ({val_images} images a seed) would choose: "
+      f"{max(choices, key=lambda choice: choice[0])[1].name}")
 
 # %% [markdown]
 # ## 8 · Which classes stay hard?

@@ -148,3 +148,11 @@ def weighted_ensembles(groups: list[SeedGroup], n_best: int,
     probabilities = [weighted_score_average([g.runs[s].logits(split).logits for g in groups],
                                             weights) for s in range(seeds)]
     return probabilities, groups[0].runs[0].logits(split).labels, weights
+
+
+def weighted_ensemble_top1(groups: list[SeedGroup], n_best: int,
+                           split: str = "test") -> list[float]:
+    """Per seed, the top-1 (percent) of `weighted_ensembles` on `split`'s labelled images."""
+    probabilities, labels, _ = weighted_ensembles(groups, n_best, split)
+    known = labels >= 0
+    return [100 * top1(p[known], labels[known]) for p in probabilities]
