@@ -405,6 +405,7 @@ _, ensemble_md = write_table(rows, out_dir, "ensemble", header,
                             title="01 · Ensemble, best single model and baselines")
 display(Markdown(ensemble_md.read_text()))
 
+
 # %% [markdown]
 # How much the ensemble owes to its one free choice and to its members: the same rows with
 # none (equal weights) to 20 weighted 3, and the k rows with the best validation top-1 under
