@@ -2,7 +2,7 @@
 
 The per-image PIL pipeline of torchvision/timm (RandomResizedCrop, RandomHorizontalFlip,
 Normalize) is reproduced batch-wide on the device that trains: crops are sampled with
-torchvision's algorithm and cut out and resized in one `torchvision.ops.roi_align` call.
+torchvision's algorithm and cut out and resized in one call of torchvision's roi_align kernel.
 AutoAugment and the fusion-coverage paper's vertical flip, colour jitter and Gaussian noise,
 when asked for, run batched too (`vipnb.data.autoaugment`, `vipnb.data.photometric`).
 """
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torchvision.ops import roi_align
+import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
 from vipnb.data.autoaugment import AutoAugmentDraws, BatchAutoAugment
 from vipnb.data.photometric import BatchPhotometric, PhotometricDraws
@@ -158,8 +158,11 @@ def crop_and_resize(batch: torch.Tensor, boxes: torch.Tensor, size: int) -> torc
     sampling ratio averages over each output cell, so large shrinks do not alias)."""
     indices = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype).unsqueeze(1)
     rois = torch.cat([indices, boxes.to(torch.float32)], dim=1)
-    return roi_align(batch.float(), rois, output_size=size, spatial_scale=1.0,
-                     sampling_ratio=-1, aligned=True)
+    # torchvision's kernel itself, not `torchvision.ops.roi_align`: under deterministic
+    # algorithms on CUDA that wrapper swaps in a torch.compile'd Python version (its backward
+    # kernel uses atomicAdd), which stalled the first GPU proof for minutes in the first
+    # crops. The forward kernel is deterministic, and no gradient flows through augmentation.
+    return torch.ops.torchvision.roi_align(batch.float(), rois, 1.0, size, size, -1, True)
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]):
