@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from vipnb.data.sources import load_run_data
+from vipnb.data.workers import worker_count
 from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.precision import use_bf16
 from vipnb.engine.recipe import Recipe, load_recipe
@@ -49,7 +50,7 @@ class BenchResult:
 
 
 def bench(overrides: dict, model: str | None = None, profile: str = "cpu", epochs: int = 2,
-          workers: int = 2) -> BenchResult:
+          workers: int | str = "auto") -> BenchResult:
     """Measure the three rates for the `baseline_resnet` recipe at `profile` (optionally
     another model) with `overrides`: where the data lives (`data_dir`, `cache_dir`, or the
     `data_root` of imagenet_50) and any setting, such as a paper-size `input_size`."""
@@ -63,7 +64,7 @@ def bench(overrides: dict, model: str | None = None, profile: str = "cpu", epoch
         compute = _compute_rate(trainer, steps=max(4, images // trainer.batch_size))
         trainer._train_one_epoch(0)  # warm-up: caches, allocator, oneDNN kernels
         vipnb_rate = sum(trainer._train_one_epoch(e)[1] for e in range(1, epochs + 1)) / epochs
-        reference = _reference_rate(recipe, data.root, device, epochs, workers)
+        reference = _reference_rate(recipe, data.root, device, epochs, worker_count(workers))
     return BenchResult(
         model=recipe.model, input_size=recipe.input_size, batch_size=trainer.batch_size,
         compute_images_per_s=compute, vipnb_images_per_s=vipnb_rate,

@@ -243,6 +243,14 @@ def _plan(args) -> None:
     print(plan.as_text())
 
 
+def _whole_number_or_auto(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r}: give a whole number or `auto`")
+
+
 def _proof(args) -> None:
     from vipnb.proof import run_proof
 
@@ -333,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--choices", action="store_true",
                        help="measure NCHW vs channels_last per cpu model and the crop backends")
     bench.add_argument("--epochs", type=int, default=2, help="measured epochs per loop")
-    bench.add_argument("--workers", type=int, default=2, help="reference loop's workers")
+    bench.add_argument("--workers", default="auto", type=_whole_number_or_auto,
+                       help="reference loop's DataLoader workers (default: this machine's CPUs, "
+                            "as `workers: auto`)")
     bench.add_argument("--save", action="store_true",
                        help="also write reports/bench/ and this machine's entry in "
                             "reports/bench/throughput.csv (what `vipnb plan` estimates from)")
