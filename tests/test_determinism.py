@@ -3,6 +3,8 @@ come back afterwards, even when training fails."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import write_recipe_file
@@ -34,6 +36,18 @@ def test_the_block_runs_deterministic_and_restores(user_settings):
     with pytest.raises(RuntimeError), deterministic_kernels(from_dict({"name": "r"})):
         raise RuntimeError("a failing run")
     assert flags() == user_settings
+
+
+def test_deterministic_runs_fix_the_cublas_workspace_unless_the_user_chose_one(monkeypatch):
+    deterministic = from_dict({"name": "r", "deterministic": True})
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with deterministic_kernels(from_dict({"name": "r", "deterministic": False})):
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with deterministic_kernels(deterministic):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    with deterministic_kernels(deterministic):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
 
 def test_training_leaves_the_settings_as_they_were(user_settings, tiny_tree, tmp_path):

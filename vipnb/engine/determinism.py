@@ -3,6 +3,7 @@ run resumed at an epoch boundary draws exactly what an uninterrupted one would h
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ def deterministic_kernels(recipe: Recipe) -> Iterator[None]:
               torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark)
     if recipe.deterministic:
+        # cuBLAS (CUDA >= 10.2) is deterministic only with a fixed workspace; torch reads this
+        # once, at the first CUDA matmul, so it stays set (a value the user set is kept).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:
