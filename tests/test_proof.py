@@ -7,9 +7,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from vipnb import cli
+from vipnb import cli, proof
+from vipnb.bench import BenchResult
 from vipnb.data.layout import scan_split
-from vipnb.proof import BENCH_MODELS, END_TO_END, QUICK_SIZES, make_vipriors_jpegs
+from vipnb.proof import BENCH_MODELS, END_TO_END, QUICK_SIZES, EndToEnd, make_vipriors_jpegs
 
 
 def test_quick_proof_runs_the_paper_path_from_jpegs_to_its_report(tmp_path, capsys):
@@ -42,3 +43,39 @@ def test_proof_at_the_papers_sizes_needs_a_gpu(tmp_path, capsys, monkeypatch):
     assert cli.main(["proof", "--reports", str(tmp_path)]) != 0
     assert "vipnb proof --quick" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_step_is_a_row_of_the_report_and_the_other_steps_still_run(
+        tmp_path, capsys, monkeypatch):
+    ran = []
+
+    def bench_step(model, images, sizes, reports_root):
+        ran.append(model)
+        if model == BENCH_MODELS[0]:
+            raise RuntimeError("CUDA out of memory | at 320 px")
+        return BenchResult(model, sizes.input_size, sizes.batch_size, 10.0, 9.5, 4.0, 0.95,
+                           2.4, True, True, "a machine", {})
+
+    def end_to_end_step(notebook, name, data_root, folder, sizes):
+        ran.append(name)
+        return EndToEnd(notebook, name, f"{name}-run", 2, 1.0, None, 50.0, None, "cuda", True)
+
+    monkeypatch.setattr(proof, "_bench", bench_step)
+    monkeypatch.setattr(proof, "_end_to_end", end_to_end_step)
+    assert cli.main(["proof", "--quick", "--reports", str(tmp_path)]) == 2
+    assert ran == [*BENCH_MODELS, *END_TO_END.values()]
+    assert f"bench {BENCH_MODELS[0]} failed" in capsys.readouterr().err
+    report = next((tmp_path / "bench").glob("*-proof.md")).read_text()
+    assert (f"| {BENCH_MODELS[0]} | **failed**: RuntimeError: CUDA out of memory / at 320 px |"
+            in report)
+    assert f"| {BENCH_MODELS[1]} | 10.0 | 9.5 | 4.0 | 0.95 | True | True |" in report
+    assert all(f"| {notebook} | {name} | 2 |" in report for notebook, name in END_TO_END.items())
+
+
+def test_generated_jpegs_do_not_depend_on_the_threads_that_write_them(tmp_path, monkeypatch):
+    first = make_vipriors_jpegs(tmp_path / "a", QUICK_SIZES)
+    monkeypatch.setattr(proof, "available_cpus", lambda: 1)
+    second = make_vipriors_jpegs(tmp_path / "b", QUICK_SIZES)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)

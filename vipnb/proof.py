@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,11 +34,13 @@ from vipnb.atomic import write_text_atomic
 from vipnb.bench import bench, bench_report_target, save_throughput, write_bench_report
 from vipnb.data.fashion_boxes import NAMES as BOX_CLASSES
 from vipnb.data.fashion_boxes import build_fashion_boxes
+from vipnb.data.workers import available_cpus
 from vipnb.engine import load_recipe, train
 from vipnb.engine.precision import use_bf16
 from vipnb.engine.rescore import rescore
 from vipnb.errors import VipnbError
 from vipnb.eval.submission import write_labels_csv
+from vipnb.report.header import format_duration, machine_description
 
 BENCH_MODELS = ("resnest50d_aa", "dsk_resnext50_32x4d")  # MoE §3.1, VIPF §4.1
 # One `paper` recipe per notebook, each exercising its paper's machinery: 01 trains its MoCo
@@ -78,7 +83,10 @@ class EndToEnd:
 
 
 def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = None) -> Path:
-    """Run (a) and (b) and write the proof report; return its .md path."""
+    """Run (a) and (b) and write the proof report; return its .md path.
+
+    A step that fails is a row of the report (its traceback printed) and the other steps still
+    run, since a GPU is often lent for minutes only; the command fails afterwards."""
     if not quick and not torch.cuda.is_available():
         raise VipnbError("vipnb proof checks the paper path on a GPU and this machine has none "
                          "(at the papers' sizes it would take hours here); `vipnb proof --quick` "
@@ -87,41 +95,75 @@ def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = 
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="vipnb-proof-", dir=work))
     try:
+        _progress(started, "generating the VIPriors-layout JPEGs and the CUB-layout boxes")
         images = make_vipriors_jpegs(folder / "vipriors", sizes)
         boxes = make_cub_boxes(folder / "cub", sizes)
-        benches = [_bench(model, images, sizes, reports_root) for model in BENCH_MODELS]
-        runs = [_end_to_end(notebook, name, boxes if notebook == "02" else images, folder,
-                            sizes) for notebook, name in END_TO_END.items()]
+        benches = [_attempt(started, f"bench {model}", _bench, model, images, sizes,
+                            reports_root) for model in BENCH_MODELS]
+        runs = [_attempt(started, f"{notebook}: two epochs of {name}", _end_to_end, notebook,
+                         name, boxes if notebook == "02" else images, folder, sizes)
+                for notebook, name in END_TO_END.items()]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return _write_report(benches, runs, sizes, time.perf_counter() - started, reports_root)
+    report = _write_report(benches, runs, sizes, time.perf_counter() - started, reports_root)
+    failed = [step.step for step in (*benches, *runs) if isinstance(step, Failed)]
+    if failed:
+        raise VipnbError(f"vipnb proof: {'; '.join(failed)} failed (tracebacks above); "
+                         f"{report} holds what the other steps measured")
+    return report
+
+
+@dataclass
+class Failed:
+    step: str
+    error: str
+
+
+def _attempt(started: float, step: str, function, *args):
+    """`function(*args)`, or a Failed row with its error when it raises."""
+    _progress(started, step)
+    try:
+        return function(*args)
+    except Exception as error:  # noqa: BLE001 - recorded, printed, and the command fails
+        traceback.print_exc()
+        return Failed(step, f"{type(error).__name__}: {error}")
+
+
+def _progress(started: float, step: str) -> None:
+    print(f"vipnb proof [{format_duration(time.perf_counter() - started)}] {step}",
+          file=sys.stderr, flush=True)
 
 
 def make_vipriors_jpegs(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
     """A VIPriors-layout folder of JPEGs whose colour and stripes depend on the class, so a
-    model can learn them; val as large as train's tenth, test as large as val."""
-    rng = np.random.default_rng(seed)
+    model can learn them; val as large as train's tenth, test as large as val. Threads write
+    them (numpy's fills and PIL's encoder release the GIL), each image from its own generator,
+    so the images do not depend on the machine's cores."""
     classes = [f"n{index:08d}" for index in range(sizes.classes)]  # wnid-shaped names
     side = sizes.image_side
 
-    def image(label: int) -> Image.Image:
-        pixels = rng.normal(60 + 150 * label / max(1, sizes.classes - 1), 25, (side, side, 3))
+    def write(path: Path, label: int, stream: np.random.SeedSequence) -> None:
+        pixels = np.random.default_rng(stream).normal(
+            60 + 150 * label / max(1, sizes.classes - 1), 25, (side, side, 3))
         period = 4 + 3 * label
         pixels[:, (np.arange(side) // period) % 2 == 0, label % 3] += 60
-        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
 
     val_per_class = max(2, sizes.train_per_class // 10)
-    for split, per_class in (("train", sizes.train_per_class), ("val", val_per_class)):
-        for label, name in enumerate(classes):
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                image(label).save(root / split / name / f"{name}_{i}.JPEG", quality=90)
-    (root / "test" / "imgs").mkdir(parents=True)
-    labels = [i % sizes.classes for i in range(val_per_class * sizes.classes)]
-    for i, label in enumerate(labels):
-        image(label).save(root / "test" / "imgs" / f"img_{i}.JPEG", quality=90)
-    write_labels_csv(root / "test" / "labels.csv", [f"img_{i}.JPEG" for i in range(len(labels))],
-                     labels)
+    jobs = [(root / split / name / f"{name}_{i}.JPEG", label)
+            for split, per_class in (("train", sizes.train_per_class), ("val", val_per_class))
+            for label, name in enumerate(classes) for i in range(per_class)]
+    test_labels = [i % sizes.classes for i in range(val_per_class * sizes.classes)]
+    jobs += [(root / "test" / "imgs" / f"img_{i}.JPEG", label)
+             for i, label in enumerate(test_labels)]
+    for folder in {path.parent for path, _ in jobs}:
+        folder.mkdir(parents=True)
+    streams = np.random.SeedSequence(seed).spawn(len(jobs))
+    with ThreadPoolExecutor(available_cpus()) as pool:
+        # list(): an image that failed raises here
+        list(pool.map(write, *zip(*jobs, strict=True), streams))
+    write_labels_csv(root / "test" / "labels.csv",
+                     [f"img_{i}.JPEG" for i in range(len(test_labels))], test_labels)
     return root
 
 
@@ -182,32 +224,43 @@ def _percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100 * fraction
 
 
-def _write_report(benches, runs: list[EndToEnd], sizes: ProofSizes, wall_time_s: float,
+def _write_report(benches: list, runs: list, sizes: ProofSizes, wall_time_s: float,
                   reports_root) -> Path:
+    """reports/bench/<machine>-proof.md and .json; a failed step is a row saying so."""
     target, header = bench_report_target("proof", wall_time_s, reports_root)
     write_text_atomic(target.with_suffix(".json"), json.dumps(
         {"header": header.as_dict(), "sizes": asdict(sizes),
-         "bench": [b.as_dict() for b in benches], "end_to_end": [asdict(r) for r in runs]},
-        indent=1))
-    lines = [f"# The `paper` path on {benches[0].machine}", "", header.as_markdown(),
+         "bench": [asdict(b) if isinstance(b, Failed) else b.as_dict() for b in benches],
+         "end_to_end": [asdict(r) for r in runs]}, indent=1))
+    lines = [f"# The `paper` path on {machine_description()}", "", header.as_markdown(),
              f"Generated data: {sizes.classes} classes × {sizes.train_per_class} training "
              f"JPEGs of {sizes.image_side} px, cached at {sizes.cache_size} px, crops of "
              f"{sizes.input_size} px, batch {sizes.batch_size}.", "",
              "## Training speed (vipnb bench)", "",
              "| model | compute-only (img/s) | vipnb (img/s) | reference loop (img/s) | "
              "efficiency | bf16 | channels_last |", "| --- | ---: | ---: | ---: | ---: | --- | --- |",
-             *(f"| {b.model} | {b.compute_images_per_s:.1f} | {b.vipnb_images_per_s:.1f} | "
+             *(_failed_row(model, b.error, 6) if isinstance(b, Failed) else
+               f"| {b.model} | {b.compute_images_per_s:.1f} | {b.vipnb_images_per_s:.1f} | "
                f"{b.reference_images_per_s:.1f} | {b.efficiency:.2f} | {b.bf16} | "
-               f"{b.channels_last} |" for b in benches), "",
+               f"{b.channels_last} |" for model, b in zip(BENCH_MODELS, benches, strict=True)),
+             "",
              "## Two epochs of one `paper` recipe per notebook", "",
              "| notebook | recipe | epochs | wall time (s) | val top-1 (%) | test top-1 (%) | "
              "ten-crop test top-1 (%) | device | bf16 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-             *(f"| {r.notebook} | {r.recipe} | {r.epochs} | {r.wall_time_s:.1f} | "
+             *(_failed_row(f"{notebook} | {recipe}", r.error, 7) if isinstance(r, Failed) else
+               f"| {r.notebook} | {r.recipe} | {r.epochs} | {r.wall_time_s:.1f} | "
                f"{_cell(r.val_top1)} | {_cell(r.test_top1)} | {_cell(r.ten_crop_test_top1)} | "
-               f"{r.device} | {r.bf16} |" for r in runs), "",
-             "Two epochs on generated data check that the path runs, not what it learns."]
+               f"{r.device} | {r.bf16} |"
+               for (notebook, recipe), r in zip(END_TO_END.items(), runs, strict=True)),
+             "", "Two epochs on generated data check that the path runs, not what it learns."]
     return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _failed_row(first_cells: str, error: str, empty_cells: int) -> str:
+    first_line = error.splitlines()[0] if error else ""
+    return (f"| {first_cells} | **failed**: {first_line.replace('|', '/')} |"
+            + " |" * (empty_cells - 1))
 
 
 def _cell(value: float | None) -> str:
