@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 from vipnb import cli, proof
 from vipnb.bench import BenchResult
 from vipnb.data.layout import scan_split
+from vipnb.errors import VipnbError
 from vipnb.proof import BENCH_MODELS, END_TO_END, QUICK_SIZES, EndToEnd, make_vipriors_jpegs
 
 
@@ -79,3 +81,22 @@ def test_generated_jpegs_do_not_depend_on_the_threads_that_write_them(tmp_path, 
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+
+
+def test_a_step_past_the_step_limit_is_stopped_and_the_next_one_runs(tmp_path, capsys,
+                                                                    monkeypatch):
+    def stalled_bench(model, images, sizes, reports_root):
+        time.sleep(30)
+
+    def failing_end_to_end(notebook, name, data_root, folder, sizes):
+        raise VipnbError(f"{name}: not this time")
+
+    monkeypatch.setattr(proof, "_bench", stalled_bench)
+    monkeypatch.setattr(proof, "_end_to_end", failing_end_to_end)
+    started = time.perf_counter()
+    assert cli.main(["proof", "--quick", "--reports", str(tmp_path), "--step-limit", "0.2"]) == 2
+    assert time.perf_counter() - started < 20
+    report = next((tmp_path / "bench").glob("*-proof.md")).read_text()
+    assert (f"| {BENCH_MODELS[1]} | **failed**: TimeoutError: bench {BENCH_MODELS[1]} ran past "
+            "the step limit of 0.2 s |") in report
+    assert "| 04 | fc_resnest101e_ce | **failed**: VipnbError: fc_resnest101e_ce: not" in report

@@ -254,7 +254,9 @@ def _whole_number_or_auto(value: str) -> int | str:
 def _proof(args) -> None:
     from vipnb.proof import run_proof
 
-    print(f"proof written to {run_proof(quick=args.quick, reports_root=args.reports)}")
+    report = run_proof(quick=args.quick, reports_root=args.reports,
+                       step_limit_s=args.step_limit)
+    print(f"proof written to {report}")
 
 
 def _report(args) -> None:
@@ -370,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small images and batches: the same path in about a minute on a CPU")
     proof.add_argument("--reports", help="reports root (default: ./reports); writes "
                        "bench/<machine>-proof.md and the bench entries")
+    proof.add_argument("--step-limit", type=float, metavar="SECONDS",
+                       help="stop a step that runs longer and go on with the next (it is a "
+                            "failed row of the report); default: no limit")
     proof.set_defaults(func=_proof)
 
     report = commands.add_parser("report", help="rewrite reports/index.md")

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,11 +85,13 @@ class EndToEnd:
     bf16: bool
 
 
-def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = None) -> Path:
+def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = None,
+              step_limit_s: float | None = None) -> Path:
     """Run (a) and (b) and write the proof report; return its .md path.
 
-    A step that fails is a row of the report (its traceback printed) and the other steps still
-    run, since a GPU is often lent for minutes only; the command fails afterwards."""
+    A step that fails, or runs past `step_limit_s`, is a row of the report (its traceback
+    printed) and the other steps still run, since a GPU is often lent for minutes only; the
+    command fails afterwards."""
     if not quick and not torch.cuda.is_available():
         raise VipnbError("vipnb proof checks the paper path on a GPU and this machine has none "
                          "(at the papers' sizes it would take hours here); `vipnb proof --quick` "
@@ -98,10 +103,11 @@ def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = 
         _progress(started, "generating the VIPriors-layout JPEGs and the CUB-layout boxes")
         images = make_vipriors_jpegs(folder / "vipriors", sizes)
         boxes = make_cub_boxes(folder / "cub", sizes)
-        benches = [_attempt(started, f"bench {model}", _bench, model, images, sizes,
-                            reports_root) for model in BENCH_MODELS]
-        runs = [_attempt(started, f"{notebook}: two epochs of {name}", _end_to_end, notebook,
-                         name, boxes if notebook == "02" else images, folder, sizes)
+        benches = [_attempt(started, f"bench {model}", step_limit_s, _bench, model, images,
+                            sizes, reports_root) for model in BENCH_MODELS]
+        runs = [_attempt(started, f"{notebook}: two epochs of {name}", step_limit_s,
+                         _end_to_end, notebook, name, boxes if notebook == "02" else images,
+                         folder, sizes)
                 for notebook, name in END_TO_END.items()]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -119,14 +125,34 @@ class Failed:
     error: str
 
 
-def _attempt(started: float, step: str, function, *args):
-    """`function(*args)`, or a Failed row with its error when it raises."""
+def _attempt(started: float, step: str, limit_s: float | None, function, *args):
+    """`function(*args)`, or a Failed row with its error when it raises or runs past
+    `limit_s` (a stalled step is stopped at its next Python instruction)."""
     _progress(started, step)
     try:
-        return function(*args)
+        with _time_limit(step, limit_s):
+            return function(*args)
     except Exception as error:  # noqa: BLE001 - recorded, printed, and the command fails
         traceback.print_exc()
         return Failed(step, f"{type(error).__name__}: {error}")
+
+
+@contextmanager
+def _time_limit(step: str, seconds: float | None) -> Iterator[None]:
+    if not seconds:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TimeoutError(f"{step} ran past the step limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _progress(started: float, step: str) -> None:
