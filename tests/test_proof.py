@@ -97,6 +97,6 @@ def test_a_step_past_the_step_limit_is_stopped_and_the_next_one_runs(tmp_path, c
     assert cli.main(["proof", "--quick", "--reports", str(tmp_path), "--step-limit", "0.2"]) == 2
     assert time.perf_counter() - started < 20
     report = next((tmp_path / "bench").glob("*-proof.md")).read_text()
-    assert (f"| {BENCH_MODELS[1]} | **failed**: TimeoutError: bench {BENCH_MODELS[1]} ran past "
+    assert (f"| {BENCH_MODELS[1]} | **failed**: StepLimitExceeded: bench {BENCH_MODELS[1]} ran past "
             "the step limit of 0.2 s |") in report
     assert "| 04 | fc_resnest101e_ce | **failed**: VipnbError: fc_resnest101e_ce: not" in report

@@ -137,6 +137,10 @@ def _attempt(started: float, step: str, limit_s: float | None, function, *args):
         return Failed(step, f"{type(error).__name__}: {error}")
 
 
+class StepLimitExceeded(Exception):
+    """Not a TimeoutError: that is an OSError, which a step's own error handling may catch."""
+
+
 @contextmanager
 def _time_limit(step: str, seconds: float | None) -> Iterator[None]:
     if not seconds:
@@ -144,7 +148,7 @@ def _time_limit(step: str, seconds: float | None) -> Iterator[None]:
         return
 
     def stop(signum, frame):
-        raise TimeoutError(f"{step} ran past the step limit of {seconds:g} s")
+        raise StepLimitExceeded(f"{step} ran past the step limit of {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)
