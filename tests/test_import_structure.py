@@ -74,6 +74,8 @@ READS_ALLOWED = {
     "vipnb/engine/distributed.py": "torchrun's WORLD_SIZE and LOCAL_RANK",
     "vipnb/data/workers.py": "torchrun's LOCAL_WORLD_SIZE (the CPUs' share of one process)",
     "vipnb/report/wordnet_names.py": "WordNet's own WNSEARCHDIR",
+    "vipnb/engine/determinism.py": "cuBLAS's CUBLAS_WORKSPACE_CONFIG (set for deterministic "
+                                   "runs unless the user set it)",
 }
 
 
