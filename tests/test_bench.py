@@ -5,6 +5,7 @@ from conftest import DATA_DIR
 
 from vipnb import paths
 from vipnb.bench import bench, write_bench_report
+from vipnb.cli import main
 
 
 @pytest.mark.slow
@@ -21,3 +22,29 @@ def test_bench_measures_three_rates_and_writes_report(tmp_path):
     stored = json.loads(markdown.with_suffix(".json").read_text())
     assert stored["model"] == "resnet10t" and "commit" in stored["header"]
     assert "efficiency" in markdown.read_text()
+
+
+def test_the_reference_loop_decodes_with_this_machines_cpus_unless_told(monkeypatch):
+    import vipnb.bench
+    import vipnb.data.workers
+
+    workers_seen = []
+
+    def reference_rate(recipe, root, device, epochs, workers):
+        workers_seen.append(workers)
+        return 1.0
+
+    monkeypatch.setattr(vipnb.bench, "_reference_rate", reference_rate)
+    monkeypatch.setattr(vipnb.data.workers, "available_cpus", lambda: 64)
+    monkeypatch.setattr(vipnb.data.workers.os, "cpu_count", lambda: 64)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for workers in ("auto", 3):
+        bench({**paths.data_places(DATA_DIR), "input_size": 16, "train_limit": 12},
+              model="resnet10t", profile="smoke", epochs=1, workers=workers)
+    assert workers_seen == [vipnb.data.workers.MAX_WORKERS, 3]
+
+
+def test_bench_workers_are_a_whole_number_or_auto(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--workers", "many"])
+    assert "'many': give a whole number or `auto`" in capsys.readouterr().err
