@@ -24,6 +24,7 @@ def test_bench_measures_three_rates_and_writes_report(tmp_path):
     assert "efficiency" in markdown.read_text()
 
 
+@pytest.mark.slow
 def test_the_reference_loop_decodes_with_this_machines_cpus_unless_told(monkeypatch):
     import vipnb.bench
     import vipnb.data.workers

@@ -40,7 +40,8 @@ def test_the_block_runs_deterministic_and_restores(user_settings):
 
 def test_deterministic_runs_fix_the_cublas_workspace_unless_the_user_chose_one(monkeypatch):
     deterministic = from_dict({"name": "r", "deterministic": True})
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that teardown restores the original
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     with deterministic_kernels(from_dict({"name": "r", "deterministic": False})):
         assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     with deterministic_kernels(deterministic):
@@ -48,6 +49,16 @@ def test_deterministic_runs_fix_the_cublas_workspace_unless_the_user_chose_one(m
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     with deterministic_kernels(deterministic):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_a_cublas_workspace_fixed_after_cuda_work_began_is_said_to_come_late(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with (pytest.warns(UserWarning, match="may not be deterministic"),
+          deterministic_kernels(from_dict({"name": "r", "deterministic": True}))):
+        pass
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
 def test_training_leaves_the_settings_as_they_were(user_settings, tiny_tree, tmp_path):

@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from vipnb import cli, proof
 from vipnb.bench import BenchResult
 from vipnb.data.layout import scan_split
@@ -75,8 +77,9 @@ def test_a_failed_step_is_a_row_of_the_report_and_the_other_steps_still_run(
 
 
 def test_generated_jpegs_do_not_depend_on_the_threads_that_write_them(tmp_path, monkeypatch):
-    first = make_vipriors_jpegs(tmp_path / "a", QUICK_SIZES)
     monkeypatch.setattr(proof, "available_cpus", lambda: 1)
+    first = make_vipriors_jpegs(tmp_path / "a", QUICK_SIZES)
+    monkeypatch.setattr(proof, "available_cpus", lambda: 8)
     second = make_vipriors_jpegs(tmp_path / "b", QUICK_SIZES)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
@@ -100,3 +103,11 @@ def test_a_step_past_the_step_limit_is_stopped_and_the_next_one_runs(tmp_path, c
     assert (f"| {BENCH_MODELS[1]} | **failed**: StepLimitExceeded: bench {BENCH_MODELS[1]} ran past "
             "the step limit of 0.2 s |") in report
     assert "| 04 | fc_resnest101e_ce | **failed**: VipnbError: fc_resnest101e_ce: not" in report
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "soon"])
+def test_the_step_limit_is_a_number_of_seconds_above_0(limit, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["proof", "--quick", "--reports", str(tmp_path), "--step-limit", limit])
+    assert f"{limit!r}: give a number of seconds above 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

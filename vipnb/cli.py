@@ -251,6 +251,16 @@ def _whole_number_or_auto(value: str) -> int | str:
     raise argparse.ArgumentTypeError(f"{value!r}: give a whole number or `auto`")
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds > 0:
+        return seconds
+    raise argparse.ArgumentTypeError(f"{value!r}: give a number of seconds above 0")
+
+
 def _proof(args) -> None:
     from vipnb.proof import run_proof
 
@@ -372,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small images and batches: the same path in about a minute on a CPU")
     proof.add_argument("--reports", help="reports root (default: ./reports); writes "
                        "bench/<machine>-proof.md and the bench entries")
-    proof.add_argument("--step-limit", type=float, metavar="SECONDS",
+    proof.add_argument("--step-limit", type=_positive_seconds, metavar="SECONDS",
                        help="stop a step that runs longer and go on with the next (it is a "
                             "failed row of the report); default: no limit")
     proof.set_defaults(func=_proof)

@@ -16,11 +16,13 @@ path runs on a CPU in about a minute (the test suite's check of this command).
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -96,6 +98,9 @@ def run_proof(quick: bool = False, reports_root=None, work: str | Path | None = 
         raise VipnbError("vipnb proof checks the paper path on a GPU and this machine has none "
                          "(at the papers' sizes it would take hours here); `vipnb proof --quick` "
                          "runs the same path at small sizes on this CPU")
+    if step_limit_s is not None and threading.current_thread() is not threading.main_thread():
+        raise VipnbError("vipnb proof's step limit needs the main thread (it uses SIGALRM); "
+                         "call run_proof from it, or without step_limit_s")
     sizes = QUICK_SIZES if quick else PAPER_SIZES
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="vipnb-proof-", dir=work))
@@ -134,6 +139,11 @@ def _attempt(started: float, step: str, limit_s: float | None, function, *args):
             return function(*args)
     except Exception as error:  # noqa: BLE001 - recorded, printed, and the command fails
         traceback.print_exc()
+        # What the failed step still holds (its model, optimizer, batches, DataLoader
+        # workers) would crowd the next; a sticky CUDA error fails the next steps anyway.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return Failed(step, f"{type(error).__name__}: {error}")
 
 
@@ -191,7 +201,7 @@ def make_vipriors_jpegs(root: Path, sizes: ProofSizes, seed: int = 0) -> Path:
     streams = np.random.SeedSequence(seed).spawn(len(jobs))
     with ThreadPoolExecutor(available_cpus()) as pool:
         # list(): an image that failed raises here
-        list(pool.map(write, *zip(*jobs, strict=True), streams))
+        list(pool.map(lambda job, stream: write(*job, stream), jobs, streams))
     write_labels_csv(root / "test" / "labels.csv",
                      [f"img_{i}.JPEG" for i in range(len(test_labels))], test_labels)
     return root
@@ -254,6 +264,12 @@ def _percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100 * fraction
 
 
+_BENCH_COLUMNS = ("| model | compute-only (img/s) | vipnb (img/s) | reference loop (img/s) | "
+                  "efficiency | bf16 | channels_last |")
+_END_TO_END_COLUMNS = ("| notebook | recipe | epochs | wall time (s) | val top-1 (%) | "
+                       "test top-1 (%) | ten-crop test top-1 (%) | device | bf16 |")
+
+
 def _write_report(benches: list, runs: list, sizes: ProofSizes, wall_time_s: float,
                   reports_root) -> Path:
     """reports/bench/<machine>-proof.md and .json; a failed step is a row saying so."""
@@ -267,18 +283,17 @@ def _write_report(benches: list, runs: list, sizes: ProofSizes, wall_time_s: flo
              f"JPEGs of {sizes.image_side} px, cached at {sizes.cache_size} px, crops of "
              f"{sizes.input_size} px, batch {sizes.batch_size}.", "",
              "## Training speed (vipnb bench)", "",
-             "| model | compute-only (img/s) | vipnb (img/s) | reference loop (img/s) | "
-             "efficiency | bf16 | channels_last |", "| --- | ---: | ---: | ---: | ---: | --- | --- |",
-             *(_failed_row(model, b.error, 6) if isinstance(b, Failed) else
+             _BENCH_COLUMNS, "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+             *(_failed_row([model], b.error, _BENCH_COLUMNS) if isinstance(b, Failed) else
                f"| {b.model} | {b.compute_images_per_s:.1f} | {b.vipnb_images_per_s:.1f} | "
                f"{b.reference_images_per_s:.1f} | {b.efficiency:.2f} | {b.bf16} | "
                f"{b.channels_last} |" for model, b in zip(BENCH_MODELS, benches, strict=True)),
              "",
              "## Two epochs of one `paper` recipe per notebook", "",
-             "| notebook | recipe | epochs | wall time (s) | val top-1 (%) | test top-1 (%) | "
-             "ten-crop test top-1 (%) | device | bf16 |",
+             _END_TO_END_COLUMNS,
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-             *(_failed_row(f"{notebook} | {recipe}", r.error, 7) if isinstance(r, Failed) else
+             *(_failed_row([notebook, recipe], r.error, _END_TO_END_COLUMNS)
+               if isinstance(r, Failed) else
                f"| {r.notebook} | {r.recipe} | {r.epochs} | {r.wall_time_s:.1f} | "
                f"{_cell(r.val_top1)} | {_cell(r.test_top1)} | {_cell(r.ten_crop_test_top1)} | "
                f"{r.device} | {r.bf16} |"
@@ -287,10 +302,12 @@ def _write_report(benches: list, runs: list, sizes: ProofSizes, wall_time_s: flo
     return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
-def _failed_row(first_cells: str, error: str, empty_cells: int) -> str:
+def _failed_row(first_cells: list[str], error: str, columns: str) -> str:
+    """A table row of `first_cells`, then the error's first line, then empty cells."""
     first_line = error.splitlines()[0] if error else ""
-    return (f"| {first_cells} | **failed**: {first_line.replace('|', '/')} |"
-            + " |" * (empty_cells - 1))
+    cells = [*first_cells, f"**failed**: {first_line.replace('|', '/')}"]
+    cells += [""] * (columns.count("|") - 1 - len(cells))
+    return "| " + " | ".join(cells) + " |"
 
 
 def _cell(value: float | None) -> str:

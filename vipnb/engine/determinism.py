@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,9 +33,7 @@ def deterministic_kernels(recipe: Recipe) -> Iterator[None]:
               torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark)
     if recipe.deterministic:
-        # cuBLAS (CUDA >= 10.2) is deterministic only with a fixed workspace; torch reads this
-        # once, at the first CUDA matmul, so it stays set (a value the user set is kept).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        _fix_cublas_workspace()
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:
@@ -44,3 +43,17 @@ def deterministic_kernels(recipe: Recipe) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+
+
+def _fix_cublas_workspace() -> None:
+    """cuBLAS (CUDA >= 10.2) is deterministic only with a fixed workspace. torch reads the
+    variable once, at the process's first cuBLAS call, so it is set for good (a value the user
+    set is kept), and set after CUDA work began it may come too late: that is said."""
+    if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
+        return
+    if torch.cuda.is_initialized():
+        warnings.warn("CUBLAS_WORKSPACE_CONFIG was unset after this process had used CUDA, so "
+                      "its matrix products may not be deterministic; set "
+                      "CUBLAS_WORKSPACE_CONFIG=:4096:8 where it starts (the shell that starts "
+                      "Jupyter or vipnb)", stacklevel=3)
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
