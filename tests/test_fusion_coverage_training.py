@@ -116,7 +116,7 @@ def test_tta_scores_at_a_test_size_feed_the_whole_image(tiny_tree, tmp_path):
     run = train(tiny_recipe(tiny_tree), runs_root=tmp_path, progress=False)
     scores = tta_scores(run, 20, test_limit=5)
     assert scores.val.logits.shape == (18, 3) and scores.test.logits.shape == (5, 3)
-    assert (run.path / "logits_test_paper_tta_20px_crop20_first5.npz").exists()
+    assert (run.path / "logits_test_paper_tta_20px_crop20_first5_nhwc.npz").exists()
     ten_crop = rescore(run, "ten_crop", 20, limit=5)  # crops of the training size
     assert not torch.allclose(torch.from_numpy(ten_crop.logits),
                               torch.from_numpy(scores.test.logits))
@@ -130,6 +130,6 @@ def test_tta_score_many_leaves_what_tta_scores_reads(tiny_tree, tmp_path):
     run = train(tiny_recipe(tiny_tree), runs_root=tmp_path, progress=False)
     tta_score_many([run], [16, 20], test_limit=5)
     saved = sorted(path.name for path in run.path.glob("logits_*paper_tta*"))
-    assert saved == ["logits_test_paper_tta_16px_first5.npz",
-                     "logits_test_paper_tta_20px_crop20_first5.npz",
-                     "logits_val_paper_tta_16px.npz", "logits_val_paper_tta_20px_crop20.npz"]
+    assert saved == ["logits_test_paper_tta_16px_first5_nhwc.npz",
+                     "logits_test_paper_tta_20px_crop20_first5_nhwc.npz",
+                     "logits_val_paper_tta_16px_nhwc.npz", "logits_val_paper_tta_20px_crop20_nhwc.npz"]

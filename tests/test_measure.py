@@ -1,6 +1,11 @@
 """Measurements that choose per machine: interleaving, the crop backends, the report."""
 
-from vipnb.measure import crop_flip_rates, interleaved_medians, write_choices_report
+from vipnb.measure import (
+    crop_flip_rates,
+    interleaved_medians,
+    scoring_format_rates,
+    write_choices_report,
+)
 
 
 def test_candidates_are_timed_in_turn_and_the_median_counts():
@@ -33,3 +38,17 @@ def test_choices_report_gives_the_compile_speed_up_and_its_cost(tmp_path):
                                         "compiled_first_steps_s": 52.96}}}
     text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
     assert "| moe_rs50 | 1800 | 2250 | ×1.25 | 53.0 |" in text
+
+
+def test_scoring_formats_are_both_measured_on_a_stand_in():
+    rates = scoring_format_rates("fc_regnetx120_ce", 28, repeats=1)
+    assert set(rates) == {"nchw", "channels_last"} and all(r > 0 for r in rates.values())
+
+
+def test_choices_report_gives_the_scoring_format_section_when_measured(tmp_path):
+    choices = {"memory_format": {}, "crop_flip": {"28 px (from 32 px)": {"a": 1.0, "b": 2.0}},
+               "scoring_format": {"fc_densenet161_ce at 48 px": {"nchw": 1300.0,
+                                                                 "channels_last": 1950.0}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert "## Memory format of scoring" in text
+    assert "| fc_densenet161_ce at 48 px | 1300 | 1950 | channels_last (×1.50) |" in text

@@ -19,7 +19,7 @@ def test_ten_crops_at_a_larger_size_are_saved_and_read_back(tiny_tree: Path, tmp
     run = train(load_recipe(recipe, "cpu"), runs_root=tmp_path / "runs", progress=False)
     scored = rescore(run, "ten_crop", 20, limit=5)
     assert scored.logits.shape == (5, 3) and scored.ids == run.logits("test").ids[:5]
-    saved = run.path / "logits_test_ten_crop_20px_first5.npz"
+    saved = run.path / "logits_test_ten_crop_20px_first5_nhwc.npz"
     assert saved.exists()
     stamp = saved.stat().st_mtime_ns
     again = rescore(run, "ten_crop", 20, limit=5)
@@ -37,3 +37,17 @@ def test_rescoring_runs_on_the_gpu_when_there_is_one(monkeypatch):
     assert default_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp_path: Path,
+                                                             channels_last: bool):
+    # rescore computes as the trainer's evaluation: the recipe's memory format and autocast
+    recipe = write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16, input_size=16,
+                               crop_pct=1.0, channels_last=channels_last)
+    run = train(load_recipe(recipe, "cpu"), runs_root=tmp_path / "runs", progress=False)
+    scored = rescore(run, "center", 16, device="cpu")  # TTA's scores: log of the mean softmax
+    trained = torch.log_softmax(torch.from_numpy(run.logits("test").logits), dim=1)
+    assert np.array_equal(scored.logits, trained.numpy())
+    layout = "_nhwc" if channels_last else ""
+    assert (run.path / f"logits_test_center_16px{layout}.npz").exists()

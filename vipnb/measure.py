@@ -1,6 +1,6 @@
 """Measurements that choose, per machine, what a rule would otherwise decide: the memory
-format of each cpu-profile model, the backend of the batched crop-and-flip transform, and
-whether `torch.compile` pays for the cpu models.
+format of each cpu-profile model (training, and scoring under TTA), the backend of the batched
+crop-and-flip transform, and whether `torch.compile` pays for the cpu models.
 
 Each candidate is timed several times, interleaved with the others, so a slow spell of the
 machine does not favour one of them; the median counts.
@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from vipnb.bench import _compute_rate, bench_report_target
 from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
+from vipnb.engine.build import build_model
 from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.recipe import load_recipe
 from vipnb.engine.rundir import RunDir
@@ -79,6 +80,32 @@ def compile_rates(recipe_name: str, places: dict, repeats: int = 3) -> dict[str,
     return {**rates, "compiled_first_steps_s": first_steps_s["compiled"]}
 
 
+# The fusion notebook's cpu stand-ins, whose scoring under TTA at three test sizes costs
+# about as much as their training.
+SCORING_RECIPES = ("fc_resnest101e_ce", "fc_seresnet101_ce", "fc_skresnext50_ce",
+                   "fc_densenet161_ce", "fc_regnetx120_ce")
+SCORING_SIZES = (28, 48)
+
+
+def scoring_format_rates(recipe_name: str, test_size: int, repeats: int = 3) -> dict[str, float]:
+    """Images/s of a cpu model's evaluation forward on a batch of `test_size` px images (what
+    `vipnb.engine.rescore` runs once per TTA view), NCHW vs channels_last."""
+    recipe = load_recipe(recipe_name, "cpu")
+    model = build_model(recipe, 10).eval()
+    images = torch.randn(recipe.eval_batch_size, 3, test_size, test_size)
+
+    @torch.inference_mode()
+    def rate(layout: torch.memory_format) -> float:
+        batch = images.contiguous(memory_format=layout)
+        started = time.perf_counter()
+        model.to(memory_format=layout)(batch)
+        return len(batch) / (time.perf_counter() - started)
+
+    rate(torch.contiguous_format), rate(torch.channels_last)  # first calls pick the kernels
+    return interleaved_medians({"nchw": lambda: rate(torch.contiguous_format),
+                                "channels_last": lambda: rate(torch.channels_last)}, repeats)
+
+
 def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,
                     repeats: int = 3) -> dict[str, float]:
     """Images/s of random-resized-crop + flip + normalise on a uint8 batch: vipnb's one
@@ -110,8 +137,20 @@ def measure_choices(places: dict, repeats: int = 3) -> dict:
             cache_size=size + size // 7, input_size=size, repeats=repeats) for size in (28, 224)},
         "memory_format": {name: memory_format_rates(name, places, repeats)
                           for name in CPU_MODEL_RECIPES},
+        "scoring_format": {f"{name} at {size} px": scoring_format_rates(name, size, repeats)
+                           for name in SCORING_RECIPES for size in SCORING_SIZES},
         "compile": {name: compile_rates(name, places, repeats) for name in COMPILE_RECIPES},
     }
+
+
+def _format_lines(rates_by_name: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| recipe (cpu model) | NCHW | channels_last | faster |", "| --- | ---: | ---: | --- |"]
+    for name, rates in rates_by_name.items():
+        ratio = rates["channels_last"] / rates["nchw"]
+        faster = "channels_last" if ratio > 1 else "NCHW"
+        lines.append(f"| {name} | {rates['nchw']:.0f} | {rates['channels_last']:.0f} | "
+                     f"{faster} (×{max(ratio, 1 / ratio):.2f}) |")
+    return lines
 
 
 def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
@@ -126,12 +165,12 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
     lines = ["# Measured choices: memory format per model, crop-and-flip backend, torch.compile",
              "",
              header.as_markdown(), "## Memory format (compute-only training step, images/s)",
-             "", "| recipe (cpu model) | NCHW | channels_last | faster |", "| --- | ---: | ---: | --- |"]
-    for name, rates in choices["memory_format"].items():
-        ratio = rates["channels_last"] / rates["nchw"]
-        faster = "channels_last" if ratio > 1 else "NCHW"
-        lines.append(f"| {name} | {rates['nchw']:.0f} | {rates['channels_last']:.0f} | "
-                     f"{faster} (×{max(ratio, 1 / ratio):.2f}) |")
+             "", *_format_lines(choices["memory_format"])]
+    if choices.get("scoring_format"):
+        lines += ["", "## Memory format of scoring (one evaluation forward, images/s)", "",
+                  "What `vipnb.engine.rescore` runs once per TTA view and test size; it scores "
+                  "in the recipe's format, channels_last for these.", "",
+                  *_format_lines(choices["scoring_format"])]
     lines += ["", "## Random-resized crop + flip + normalise of a uint8 batch of 256 (images/s)",
               "", "| output size | " + " | ".join(next(iter(choices["crop_flip"].values())))
               + " |", "| --- | ---: | ---: |"]

@@ -4,8 +4,12 @@ The MoE paper's † values test "with ten crops and a larger size than training"
 whole image is resized to `test_size` (larger than the training input) and scored as ten
 crops of the training input size, probabilities averaged. The fusion-coverage paper's test
 sizes feed the whole resized image (`crop_size` = `test_size`) under its TTA views. The
-logits are saved in the run directory
-(`logits_<split>_<views>_<size>px[_crop<C>][_first<N>].npz`), so a rerun reads them back.
+model computes as the trainer's evaluation does, in the recipe's memory format and autocast
+(channels_last scores 1.2-1.6x as fast on CPU, measured in reports/bench). The logits are
+saved in the run directory
+(`logits_<split>_<views>_<size>px[_crop<C>][_first<N>][_nhwc][_bf16].npz`), so a rerun reads
+them back; the last two name how they were computed, so logits computed otherwise (NCHW or
+fp32, as before these were named) are never read in their place.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from vipnb.data.augment import EvalTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine.build import load_trained_model
+from vipnb.engine.precision import autocast, memory_format, use_bf16
 from vipnb.engine.recipe import Recipe
 from vipnb.engine.rundir import RunDir, SplitLogits
 from vipnb.errors import VipnbError
@@ -24,17 +29,21 @@ from vipnb.eval.tta import tta_predict
 
 
 def rescored_file(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
-                  crop_size: int | None = None) -> Path:
+                  crop_size: int | None = None,
+                  device: str | torch.device | None = None) -> Path:
     """Where `rescore` saves (and finds) these logits of `run`."""
-    return run.logits_file(_tag(run.recipe, views, test_size, split, limit, crop_size))
+    device = torch.device(device) if device is not None else default_device()
+    return run.logits_file(_tag(run.recipe, views, test_size, split, limit, crop_size, device))
 
 
 def _tag(recipe: Recipe, views: str, test_size: int, split: str, limit: int,
-         crop_size: int | None) -> str:
+         crop_size: int | None, device: torch.device) -> str:
     crop_size = crop_size or recipe.input_size
     return (f"{split}_{views}_{test_size}px"
             + (f"_crop{crop_size}" if crop_size != recipe.input_size else "")
-            + (f"_first{limit}" if limit else ""))
+            + (f"_first{limit}" if limit else "")
+            + ("_nhwc" if recipe.channels_last else "")
+            + ("_bf16" if use_bf16(recipe.amp, device) else ""))
 
 
 def default_device() -> torch.device:
@@ -51,7 +60,7 @@ def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit:
     device = torch.device(device) if device is not None else default_device()
     recipe = run.recipe
     crop_size = crop_size or recipe.input_size
-    tag = _tag(recipe, views, test_size, split, limit, crop_size)
+    tag = _tag(recipe, views, test_size, split, limit, crop_size, device)
     if run.logits_file(tag).exists():
         return run.logits(tag)
     if test_size < crop_size:
@@ -59,11 +68,14 @@ def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit:
                          f"{recipe.name}: the crops are cut from the resized image")
     source = getattr(load_run_data(recipe), split)
     count = min(limit or len(source), len(source))
-    model = load_trained_model(recipe, run, len(source.classes), device)
+    layout = memory_format(recipe)
+    model = load_trained_model(recipe, run, len(source.classes), device).to(memory_format=layout)
     transform = EvalTransform(test_size, 1.0, tuple(recipe.mean), tuple(recipe.std))
-    outputs = [tta_predict(model, transform(images.to(device)), views, crop_size,
-                           mean=tuple(recipe.mean), std=tuple(recipe.std))
-               for images, _ in source.batches(torch.arange(count), recipe.eval_batch_size)]
+    with autocast(recipe, device):
+        outputs = [tta_predict(model, transform(images.to(device)), views, crop_size,
+                               mean=tuple(recipe.mean), std=tuple(recipe.std),
+                               memory_format=layout)
+                   for images, _ in source.batches(torch.arange(count), recipe.eval_batch_size)]
     run.write_logits(tag, torch.cat(outputs).cpu().numpy(), source.labels[:count].numpy(),
                      source.ids[:count], source.classes)
     return run.logits(tag)

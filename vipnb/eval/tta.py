@@ -174,8 +174,10 @@ def tta_predict(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    memory_format: torch.memory_format = torch.preserve_format,
 ) -> Tensor:
-    """Scores `[B, num_classes]` averaged over the TTA views (`mean`, `std`: see `tta_views`).
+    """Scores `[B, num_classes]` averaged over the TTA views (`mean`, `std`: see `tta_views`),
+    each view in `memory_format` (the model's: a crop or rotation returns NCHW).
 
     `"mean_prob"` averages softmax probabilities and returns their log, so the result still
     works with argmax and softmax like logits; `"mean_logit"` averages the raw logits.
@@ -189,7 +191,8 @@ def tta_predict(
     try:
         with torch.inference_mode():
             # float32 so half-precision models average without losing small probabilities.
-            logits = torch.stack([model(view).float() for view in batch_views])
+            logits = torch.stack([model(view.to(memory_format=memory_format)).float()
+                                  for view in batch_views])
             if reduce == "mean_logit":
                 return logits.mean(dim=0)
             # log(mean(softmax)) computed in log space, stable for confident predictions.

@@ -181,7 +181,8 @@ class ClassifyTask(Task):
                     outputs.append(tta_predict(model, inputs, self.recipe.eval_views,
                                                self.recipe.input_size,
                                                mean=tuple(self.recipe.mean),
-                                               std=tuple(self.recipe.std)).float().cpu())
+                                               std=tuple(self.recipe.std),
+                                               memory_format=self.memory_format).float().cpu())
         return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.num_classes))
 
     def _scores(self, model: nn.Module, source: SplitSource) -> dict:
