@@ -5,8 +5,8 @@ whole image is resized to `test_size` (larger than the training input) and score
 crops of the training input size, probabilities averaged. The fusion-coverage paper's test
 sizes feed the whole resized image (`crop_size` = `test_size`) under its TTA views. The
 model computes as the trainer's evaluation does, in the recipe's memory format and autocast
-(channels_last scores the fusion stand-ins 1.15-1.65x as fast on CPU: reports/bench). The logits are
-saved in the run directory
+(channels_last scores the fusion stand-ins 1.15-1.65x as fast on CPU: reports/bench). The
+logits are saved in the run directory
 (`logits_<split>_<views>_<size>px[_crop<C>][_first<N>][_nhwc][_bf16].npz`), so a rerun reads
 them back; the last two name how they were computed, so logits computed otherwise (NCHW or
 fp32, as before these were named) are never read in their place.
