@@ -39,15 +39,16 @@ def test_rescoring_runs_on_the_gpu_when_there_is_one(monkeypatch):
     assert default_device() == torch.device("cpu")
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize(("channels_last", "amp", "suffix"),
+                         [(True, "none", "_nhwc"), (False, "none", ""), (True, "bf16", "_nhwc_bf16")])
 def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp_path: Path,
-                                                             channels_last: bool):
+                                                             channels_last: bool, amp: str,
+                                                             suffix: str):
     # rescore computes as the trainer's evaluation: the recipe's memory format and autocast
     recipe = write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16, input_size=16,
-                               crop_pct=1.0, channels_last=channels_last)
+                               crop_pct=1.0, channels_last=channels_last, amp=amp)
     run = train(load_recipe(recipe, "cpu"), runs_root=tmp_path / "runs", progress=False)
     scored = rescore(run, "center", 16, device="cpu")  # TTA's scores: log of the mean softmax
     trained = torch.log_softmax(torch.from_numpy(run.logits("test").logits), dim=1)
     assert np.array_equal(scored.logits, trained.numpy())
-    layout = "_nhwc" if channels_last else ""
-    assert (run.path / f"logits_test_center_16px{layout}.npz").exists()
+    assert (run.path / f"logits_test_center_16px{suffix}.npz").exists()
