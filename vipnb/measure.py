@@ -94,21 +94,21 @@ def scoring_format_rates(recipe_name: str, test_size: int, repeats: int = 3) -> 
     recipe = load_recipe(recipe_name, "cpu")
     model = build_model(recipe, 10).eval()
     images = torch.randn(recipe.eval_batch_size, 3, test_size, test_size)
-    layouts = (torch.contiguous_format, torch.channels_last)
+    layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
     # one copy per format, so the timed call is the forward alone
-    inputs = {layout: (copy.deepcopy(model).to(memory_format=layout),
-                       images.contiguous(memory_format=layout)) for layout in layouts}
+    inputs = {name: (copy.deepcopy(model).to(memory_format=layout),
+                     images.contiguous(memory_format=layout)) for name, layout in layouts.items()}
 
     @torch.inference_mode()
-    def rate(layout: torch.memory_format) -> float:
-        model_in_layout, batch = inputs[layout]
+    def rate(name: str) -> float:
+        model_in_layout, batch = inputs[name]
         started = time.perf_counter()
         model_in_layout(batch)
         return len(batch) / (time.perf_counter() - started)
 
-    rate(torch.contiguous_format), rate(torch.channels_last)  # first calls pick the kernels
-    return interleaved_medians({"nchw": lambda: rate(torch.contiguous_format),
-                                "channels_last": lambda: rate(torch.channels_last)}, repeats)
+    for name in inputs:  # first calls pick the kernels
+        rate(name)
+    return interleaved_medians({name: lambda n=name: rate(n) for name in inputs}, repeats)
 
 
 def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,

@@ -32,8 +32,8 @@ def rescored_file(run: RunDir, views: str, test_size: int, split: str = "test", 
                   crop_size: int | None = None,
                   device: str | torch.device | None = None) -> Path:
     """Where `rescore` saves (and finds) these logits of `run`."""
-    device = torch.device(device) if device is not None else default_device()
-    return run.logits_file(_tag(run.recipe, views, test_size, split, limit, crop_size, device))
+    return run.logits_file(_tag(run.recipe, views, test_size, split, limit, crop_size,
+                                _device(device)))
 
 
 def _tag(recipe: Recipe, views: str, test_size: int, split: str, limit: int,
@@ -51,13 +51,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else default_device()
+
+
 def rescore(run: RunDir, views: str, test_size: int, split: str = "test", limit: int = 0,
             device: str | torch.device | None = None,
             crop_size: int | None = None) -> SplitLogits:
     """Logits of `run`'s model on `split` (its first `limit` images; 0: all) under `views`
     of the image resized to `test_size`, crops of `crop_size` (default: the training input
     size), on `device` (default: the GPU when there is one)."""
-    device = torch.device(device) if device is not None else default_device()
+    device = _device(device)
     recipe = run.recipe
     crop_size = crop_size or recipe.input_size
     tag = _tag(recipe, views, test_size, split, limit, crop_size, device)
