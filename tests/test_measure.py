@@ -3,6 +3,7 @@
 from vipnb.measure import (
     crop_flip_rates,
     interleaved_medians,
+    scoring_compile_rates,
     scoring_format_rates,
     write_choices_report,
 )
@@ -52,3 +53,19 @@ def test_choices_report_gives_the_scoring_format_section_when_measured(tmp_path)
     text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
     assert "## Memory format of scoring" in text
     assert "| fc_densenet161_ce at 48 px | 1300 | 1950 | channels_last (×1.50) |" in text
+
+
+def test_scoring_is_measured_eager_and_compiled_with_the_compile_time():
+    rates = scoring_compile_rates("fc_regnetx120_ce", 28, repeats=1)
+    assert set(rates) == {"eager", "compiled", "compiled_first_call_s"}
+    assert all(r > 0 for r in rates.values())
+
+
+def test_choices_report_gives_the_scoring_compile_section_when_measured(tmp_path):
+    choices = {"memory_format": {}, "crop_flip": {"28 px (from 32 px)": {"a": 1.0, "b": 2.0}},
+               "scoring_compile": {"fc_skresnext50_ce at 28 px": {
+                   "eager": 3000.0, "compiled": 6900.0, "compiled_first_call_s": 8.04}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert "## torch.compile of scoring" in text
+    assert "| fc_skresnext50_ce at 28 px | 3000 | 6900 | ×2.30 | 8.0 |" in text
+    assert "torch.compile of the training step" not in text

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.eval_frame import OptimizedModule
 
 from tests.conftest import write_recipe_file
 from vipnb.engine import load_recipe, train
-from vipnb.engine.rescore import rescore
+from vipnb.engine.rescore import rescore, scoring_model
 from vipnb.errors import VipnbError
 from vipnb.study.seed_groups import SeedGroup
 
@@ -52,3 +53,19 @@ def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp
     trained = torch.log_softmax(torch.from_numpy(run.logits("test").logits), dim=1)
     assert np.array_equal(scored.logits, trained.numpy())
     assert (run.path / f"logits_test_center_16px{suffix}.npz").exists()
+
+
+def test_compiled_scoring_names_its_file_and_scores_as_the_eager_model(tiny_tree: Path,
+                                                                       tmp_path: Path):
+    recipe = load_recipe(write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16,
+                                           input_size=16, crop_pct=1.0,
+                                           compile_scoring=True), "cpu")
+    eager = load_recipe(write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16,
+                                          input_size=16, crop_pct=1.0), "cpu")
+    assert recipe.run_name == eager.run_name  # it changes how re-scores compute, not the run
+    run = train(recipe, runs_root=tmp_path / "runs", progress=False)
+    scored = rescore(run, "center", 16, device="cpu")
+    assert (run.path / "logits_test_center_16px_nhwc_compiled.npz").exists()
+    trained = torch.log_softmax(torch.from_numpy(run.logits("test").logits), dim=1)
+    np.testing.assert_allclose(scored.logits, trained.numpy(), atol=1e-4)
+    assert isinstance(scoring_model(torch.nn.Linear(2, 2), recipe), OptimizedModule)

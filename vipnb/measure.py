@@ -12,6 +12,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torchvision.transforms import v2
@@ -22,6 +23,7 @@ from vipnb.data.sources import load_run_data
 from vipnb.engine.build import build_model
 from vipnb.engine.determinism import deterministic_kernels
 from vipnb.engine.recipe import load_recipe
+from vipnb.engine.rescore import scoring_model
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
 
@@ -88,27 +90,48 @@ SCORING_RECIPES = ("fc_resnest101e_ce", "fc_seresnet101_ce", "fc_skresnext50_ce"
 SCORING_SIZES = (28, 48)
 
 
+def _scoring_inputs(recipe_name: str, test_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    recipe = load_recipe(recipe_name, "cpu")
+    return (build_model(recipe, 10).eval(),
+            torch.randn(recipe.eval_batch_size, 3, test_size, test_size))
+
+
+@torch.inference_mode()
+def _forward_rate(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    started = time.perf_counter()
+    model(batch)
+    return len(batch) / (time.perf_counter() - started)
+
+
 def scoring_format_rates(recipe_name: str, test_size: int, repeats: int = 3) -> dict[str, float]:
     """Images/s of a cpu model's evaluation forward on a batch of `test_size` px images (what
     `vipnb.engine.rescore` runs once per TTA view), NCHW vs channels_last."""
-    recipe = load_recipe(recipe_name, "cpu")
-    model = build_model(recipe, 10).eval()
-    images = torch.randn(recipe.eval_batch_size, 3, test_size, test_size)
+    model, images = _scoring_inputs(recipe_name, test_size)
     layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
     # one copy per format, so the timed call is the forward alone
     inputs = {name: (copy.deepcopy(model).to(memory_format=layout),
                      images.contiguous(memory_format=layout)) for name, layout in layouts.items()}
-
-    @torch.inference_mode()
-    def rate(name: str) -> float:
-        model_in_layout, batch = inputs[name]
-        started = time.perf_counter()
-        model_in_layout(batch)
-        return len(batch) / (time.perf_counter() - started)
-
     for name in inputs:  # first calls pick the kernels
-        rate(name)
-    return interleaved_medians({name: lambda n=name: rate(n) for name in inputs}, repeats)
+        _forward_rate(*inputs[name])
+    return interleaved_medians({name: lambda n=name: _forward_rate(*inputs[n]) for name in inputs},
+                               repeats)
+
+
+def scoring_compile_rates(recipe_name: str, test_size: int, repeats: int = 3) -> dict[str, float]:
+    """Images/s of a cpu model's evaluation forward in channels_last, eager vs as re-scoring
+    compiles it (`compile_scoring`), and the seconds of the compiled model's first call."""
+    model, images = _scoring_inputs(recipe_name, test_size)
+    eager = model.to(memory_format=torch.channels_last)
+    compiled = scoring_model(copy.deepcopy(eager), replace(load_recipe(recipe_name, "cpu"),
+                                                           compile_scoring=True))
+    batch = images.contiguous(memory_format=torch.channels_last)
+    _forward_rate(eager, batch)
+    started = time.perf_counter()
+    _forward_rate(compiled, batch)
+    first_call_s = time.perf_counter() - started
+    rates = interleaved_medians({"eager": lambda: _forward_rate(eager, batch),
+                                 "compiled": lambda: _forward_rate(compiled, batch)}, repeats)
+    return {**rates, "compiled_first_call_s": first_call_s}
 
 
 def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28,
@@ -144,6 +167,8 @@ def measure_choices(places: dict, repeats: int = 3) -> dict:
                           for name in CPU_MODEL_RECIPES},
         "scoring_format": {f"{name} at {size} px": scoring_format_rates(name, size, repeats)
                            for name in SCORING_RECIPES for size in SCORING_SIZES},
+        "scoring_compile": {f"{name} at {size} px": scoring_compile_rates(name, size, repeats)
+                            for name in SCORING_RECIPES for size in SCORING_SIZES},
         "compile": {name: compile_rates(name, places, repeats) for name in COMPILE_RECIPES},
     }
 
@@ -155,6 +180,16 @@ def _format_lines(rates_by_name: dict[str, dict[str, float]]) -> list[str]:
         faster = "channels_last" if ratio > 1 else "NCHW"
         lines.append(f"| {name} | {rates['nchw']:.0f} | {rates['channels_last']:.0f} | "
                      f"{faster} (×{max(ratio, 1 / ratio):.2f}) |")
+    return lines
+
+
+def _compile_lines(rates_by_name: dict[str, dict[str, float]], first_key: str,
+                   first_title: str) -> list[str]:
+    lines = [f"| recipe (cpu model) | eager | compiled | speed-up | {first_title} |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, rates in rates_by_name.items():
+        lines.append(f"| {name} | {rates['eager']:.0f} | {rates['compiled']:.0f} | "
+                     f"×{rates['compiled'] / rates['eager']:.2f} | {rates[first_key]:.1f} |")
     return lines
 
 
@@ -181,14 +216,18 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
               + " |", "| --- | ---: | ---: |"]
     for size, rates in choices["crop_flip"].items():
         lines.append(f"| {size} | " + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")
+    if choices.get("scoring_compile"):
+        lines += ["", "## torch.compile of scoring (one evaluation forward in channels_last, "
+                  "images/s)", "",
+                  "What `compile_scoring: true` in a recipe buys `vipnb.engine.rescore`; the first "
+                  "call compiles, once per model, test size and batch shape.", "",
+                  *_compile_lines(choices["scoring_compile"], "compiled_first_call_s",
+                                  "compiled model's first call (s)")]
     if choices.get("compile"):
         lines += ["", "## torch.compile of the training step (compute-only, images/s)", "",
-                  "| recipe (cpu model) | eager | compiled | speed-up | compiled model's first "
-                  "steps (s) |", "| --- | ---: | ---: | ---: | ---: |"]
-        for name, rates in choices["compile"].items():
-            lines.append(f"| {name} | {rates['eager']:.0f} | {rates['compiled']:.0f} | "
-                         f"×{rates['compiled'] / rates['eager']:.2f} | "
-                         f"{rates['compiled_first_steps_s']:.1f} |")
+                  *_compile_lines(choices["compile"], "compiled_first_steps_s",
+                                  "compiled model's first steps (s)")]
+    if choices.get("compile") or choices.get("scoring_compile"):
         lines += ["", "The first steps include compiling, once per model and machine: inductor "
                   "keeps what it compiled on disk, so a later process compiles the same model "
                   "in seconds."]

@@ -36,9 +36,9 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 _recipe_folders: list[Path] = [RECIPES_DIR]
 # Keys that change where or how fast a run goes, never its numbers: left out of the hash.
 # (`data_root` and `data_dir` are replaced by a digest of the data's content:
-# vipnb.data.fingerprint.)
+# vipnb.data.fingerprint; `compile_scoring` changes only re-scores, whose files name it.)
 _NOT_HASHED = {"data_root", "data_dir", "cache_dir", "wordnet_dir", "workers", "description",
-               "overrides"}
+               "overrides", "compile_scoring"}
 # Keys added after runs were trained: they enter the hash only when set, so adding a key never
 # renames the runs that did not use it.
 _HASHED_WHEN_SET = {"loss_kwargs", "pretrained_file", "hierarchy", "dataset_options",
@@ -189,6 +189,8 @@ class Recipe:
     deterministic: bool = True
     eval_batch_size: int = 500
     eval_views: str = "center"  # test-time augmentation: center | flip | ten_crop | ...
+    # re-scoring (vipnb.engine.rescore) under torch.compile: chosen per model by measurement
+    compile_scoring: bool = False
     val_every: int = 1  # validate every k epochs and after the last (learning-curve points)
 
     @property
@@ -272,7 +274,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
                      "weight_decay", "sched", "warmup_epochs", "warmup_lr", "min_lr",
                      "cooldown_epochs", "decay_epochs", "decay_rate", "ema_decay"),
     "compute": ("amp", "channels_last", "sync_bn", "compile", "seed", "deterministic"),
-    "evaluation": ("eval_batch_size", "eval_views", "val_every"),
+    "evaluation": ("eval_batch_size", "eval_views", "val_every", "compile_scoring"),
 }
 _CHOICES = {
     "profile": PROFILES,
