@@ -22,7 +22,7 @@ from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine.build import build_model
 from vipnb.engine.determinism import deterministic_kernels
-from vipnb.engine.recipe import load_recipe
+from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rescore import scoring_model
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
@@ -90,9 +90,10 @@ SCORING_RECIPES = ("fc_resnest101e_ce", "fc_seresnet101_ce", "fc_skresnext50_ce"
 SCORING_SIZES = (28, 48)
 
 
-def _scoring_inputs(recipe_name: str, test_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
+def _scoring_inputs(recipe_name: str,
+                    test_size: int) -> tuple[Recipe, torch.nn.Module, torch.Tensor]:
     recipe = load_recipe(recipe_name, "cpu")
-    return (build_model(recipe, 10).eval(),
+    return (recipe, build_model(recipe, 10).eval(),
             torch.randn(recipe.eval_batch_size, 3, test_size, test_size))
 
 
@@ -106,7 +107,7 @@ def _forward_rate(model: torch.nn.Module, batch: torch.Tensor) -> float:
 def scoring_format_rates(recipe_name: str, test_size: int, repeats: int = 3) -> dict[str, float]:
     """Images/s of a cpu model's evaluation forward on a batch of `test_size` px images (what
     `vipnb.engine.rescore` runs once per TTA view), NCHW vs channels_last."""
-    model, images = _scoring_inputs(recipe_name, test_size)
+    _, model, images = _scoring_inputs(recipe_name, test_size)
     layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
     # one copy per format, so the timed call is the forward alone
     inputs = {name: (copy.deepcopy(model).to(memory_format=layout),
@@ -120,10 +121,9 @@ def scoring_format_rates(recipe_name: str, test_size: int, repeats: int = 3) -> 
 def scoring_compile_rates(recipe_name: str, test_size: int, repeats: int = 3) -> dict[str, float]:
     """Images/s of a cpu model's evaluation forward in channels_last, eager vs as re-scoring
     compiles it (`compile_scoring`), and the seconds of the compiled model's first call."""
-    model, images = _scoring_inputs(recipe_name, test_size)
+    recipe, model, images = _scoring_inputs(recipe_name, test_size)
     eager = model.to(memory_format=torch.channels_last)
-    compiled = scoring_model(copy.deepcopy(eager), replace(load_recipe(recipe_name, "cpu"),
-                                                           compile_scoring=True))
+    compiled = scoring_model(copy.deepcopy(eager), replace(recipe, compile_scoring=True))
     batch = images.contiguous(memory_format=torch.channels_last)
     _forward_rate(eager, batch)
     started = time.perf_counter()

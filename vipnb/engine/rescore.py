@@ -11,8 +11,9 @@ logits are saved in the run directory
 rerun reads them back; the last three name how they were computed, so logits computed
 otherwise (NCHW or fp32, as before these were named, or eager) are never read in their place.
 Where the recipe says `compile_scoring`, the model runs under `torch.compile` (inductor), chosen
-per model by `vipnb bench --choices`: it scores some stand-ins 1.2-2.3x as fast on CPU and
-others more slowly.
+per model by measurement: on CPU the whole TTA of a fusion stand-in, its compiles included,
+ran 1.16-1.47x as fast for the ResNeSt, SK- and SE-ResNet ones and 0.81x for the DenseNet
+(the recipes; reports/bench times the forward alone).
 """
 
 from __future__ import annotations
