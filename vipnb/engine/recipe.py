@@ -189,9 +189,9 @@ class Recipe:
     deterministic: bool = True
     eval_batch_size: int = 500
     eval_views: str = "center"  # test-time augmentation: center | flip | ten_crop | ...
+    val_every: int = 1  # validate every k epochs and after the last (learning-curve points)
     # re-scoring (vipnb.engine.rescore) under torch.compile: chosen per model by measurement
     compile_scoring: bool = False
-    val_every: int = 1  # validate every k epochs and after the last (learning-curve points)
 
     @property
     def total_epochs(self) -> int:
