@@ -1,5 +1,6 @@
 """Re-scoring a finished run under test-time views, cached in its run directory."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,8 @@ def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp
     assert (run.path / f"logits_test_center_16px{suffix}.npz").exists()
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_scoring_names_its_file_and_scores_as_the_eager_model(tiny_tree: Path,
                                                                        tmp_path: Path):
     recipe = load_recipe(write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16,
@@ -69,3 +72,15 @@ def test_compiled_scoring_names_its_file_and_scores_as_the_eager_model(tiny_tree
     trained = torch.log_softmax(torch.from_numpy(run.logits("test").logits), dim=1)
     np.testing.assert_allclose(scored.logits, trained.numpy(), atol=1e-4)
     assert isinstance(scoring_model(torch.nn.Linear(2, 2), recipe), OptimizedModule)
+
+
+def test_without_a_cxx_compiler_scoring_stays_eager_and_says_so(tiny_tree: Path, tmp_path: Path,
+                                                                 monkeypatch):
+    recipe = load_recipe(write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16,
+                                           input_size=16, crop_pct=1.0,
+                                           compile_scoring=True), "cpu")
+    run = train(recipe, runs_root=tmp_path / "runs", progress=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        rescore(run, "center", 16, device="cpu")
+    assert (run.path / "logits_test_center_16px_nhwc.npz").exists()

@@ -18,6 +18,8 @@ ran 1.16-1.47x as fast for the ResNeSt, SK- and SE-ResNet ones and 0.81x for the
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,7 +50,7 @@ def _tag(recipe: Recipe, views: str, test_size: int, split: str, limit: int,
             + (f"_first{limit}" if limit else "")
             + ("_nhwc" if recipe.channels_last else "")
             + ("_bf16" if use_bf16(recipe.amp, device) else "")
-            + ("_compiled" if recipe.compile_scoring else ""))
+            + ("_compiled" if compiles_scoring(recipe) else ""))
 
 
 def default_device() -> torch.device:
@@ -60,9 +62,23 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if device is not None else default_device()
 
 
-def scoring_model(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
-    """`model` as re-scoring calls it: compiled where the recipe says `compile_scoring`."""
+def compiles_scoring(recipe: Recipe) -> bool:
+    """Whether re-scoring compiles: the recipe says `compile_scoring` and inductor has a C++
+    compiler (without one torch.compile fails at its first call; re-scoring stays eager and
+    its files say so)."""
     if not recipe.compile_scoring:
+        return False
+    if any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++")):
+        return True
+    warnings.warn(f"{recipe.name}: compile_scoring is set but no C++ compiler (c++, g++ or "
+                  "clang++) is on PATH for torch.compile; re-scoring runs eagerly. Install one "
+                  "(e.g. Debian's g++ or conda's cxx-compiler) to score faster.", stacklevel=2)
+    return False
+
+
+def scoring_model(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """`model` as re-scoring calls it: compiled where `compiles_scoring` says so."""
+    if not compiles_scoring(recipe):
         return model
     # Each re-score compiles afresh: dynamo keeps a few graphs per code object, and the timm
     # stand-ins share theirs; inductor reads back from disk what it compiled before.
