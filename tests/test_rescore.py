@@ -1,6 +1,5 @@
 """Re-scoring a finished run under test-time views, cached in its run directory."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,8 @@ from torch._dynamo.eval_frame import OptimizedModule
 
 from tests.conftest import write_recipe_file
 from vipnb.engine import load_recipe, train
-from vipnb.engine.rescore import rescore, scoring_model
+from vipnb.engine import rescore as rescore_module
+from vipnb.engine.rescore import cxx_compiler_on_path, rescore, scoring_model
 from vipnb.errors import VipnbError
 from vipnb.study.seed_groups import SeedGroup
 
@@ -56,8 +56,7 @@ def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp
     assert (run.path / f"logits_test_center_16px{suffix}.npz").exists()
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
-                    reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not cxx_compiler_on_path(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_scoring_names_its_file_and_scores_as_the_eager_model(tiny_tree: Path,
                                                                        tmp_path: Path):
     recipe = load_recipe(write_recipe_file(tmp_path, "r", tiny_tree, cache_size=16,
@@ -80,7 +79,7 @@ def test_without_a_cxx_compiler_scoring_stays_eager_and_says_so(tiny_tree: Path,
                                            input_size=16, crop_pct=1.0,
                                            compile_scoring=True), "cpu")
     run = train(recipe, runs_root=tmp_path / "runs", progress=False)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(rescore_module, "cxx_compiler_on_path", lambda: False)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
         rescore(run, "center", 16, device="cpu")
     assert (run.path / "logits_test_center_16px_nhwc.npz").exists()

@@ -18,6 +18,7 @@ ran 1.16-1.47x as fast for the ResNeSt, SK- and SE-ResNet ones and 0.81x for the
 
 from __future__ import annotations
 
+import functools
 import shutil
 import warnings
 from pathlib import Path
@@ -62,13 +63,19 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if device is not None else default_device()
 
 
+@functools.cache
+def cxx_compiler_on_path() -> bool:
+    """Whether inductor finds a C++ compiler to build CPU kernels with (looked up once)."""
+    return any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++"))
+
+
 def compiles_scoring(recipe: Recipe) -> bool:
     """Whether re-scoring compiles: the recipe says `compile_scoring` and inductor has a C++
     compiler (without one torch.compile fails at its first call; re-scoring stays eager and
     its files say so)."""
     if not recipe.compile_scoring:
         return False
-    if any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++")):
+    if cxx_compiler_on_path():
         return True
     warnings.warn(f"{recipe.name}: compile_scoring is set but no C++ compiler (c++, g++ or "
                   "clang++) is on PATH for torch.compile; re-scoring runs eagerly. Install one "
