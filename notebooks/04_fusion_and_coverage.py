@@ -210,8 +210,12 @@ print(f"{len(rows)} models x {len(seeds)} seed(s); training time: {training_s / 
 #
 # Then power where it is missing: each step of section 5 whose paired 95 % interval is wider
 # than ±1.5 pp trains its rows on more seeds, as many as its spread asks for, up to
-# `max_seeds` (10 at `cpu`; `vipnb.study.more_seeds`). A table row averages all of its seeds;
-# fusion and coverage (sections 6–8) need every row of a seed, so they use the notebook's.
+# `max_seeds` (10 at `cpu`; `vipnb.study.more_seeds`). So do section 9's claims on the
+# stage-2 fusion and the best single model (against each other and the two baselines): they
+# compare every row, so a wide one trains every row and notebook 00's ResNet on more seeds.
+# A table row averages all of its seeds; fusion and coverage (sections 6–9) use every seed
+# that all rows and the ResNet share. Coverage's own claims are not widened: its models
+# follow each seed's hard classes, known only after the fusion.
 #
 # The paper's networks end at a 7×7 map at 224 px, 10×10 at 320 and 12×12 at 380. At stride
 # 32 a 28 px input would end at 1×1 and 40/48 px at 2×2, a change of regime the paper does
@@ -264,13 +268,76 @@ def claims_of(groups):
     return claims
 
 
+MATCHED = "fc_resnest101e_ce"  # section 9's matched baseline
+paper_single = max(v for row in rows
+                   for v in paper_reference(row).get("top1_by_test_size", {}).values())
+
+
+def fused(groups):
+    """Per seed that every row and notebook 00's ResNet have: the rows' TTA scores at the
+    three test sizes and their two-stage fusion (section 6)."""
+    common = [s for s in groups[rows[0]].seeds
+              if all(s in groups[name].seeds for name in [*rows, BASELINE])]
+    scores = {s: {(row, size): tta_scores(groups[row].of_seeds([s]).runs[0], size, TEST_IMAGES)
+                  for row in rows for size in TEST_SIZES.values()} for s in common}
+    return scores, {s: fuse(scores[s], loss_of) for s in common}
+
+
+def best_single(seed_scores):
+    """The model and test size with the best validation top-1 among one seed's scores."""
+    return max(seed_scores, key=lambda key: seed_scores[key].val.top1)
+
+
+def accuracy(labels_per_seed):
+    return [100 * float((labels[known] == test_labels[known]).mean()) for labels in labels_per_seed]
+
+
+def final_results(scores, fusions):
+    """The best single model (by validation) and the stage-2 fusion, per seed."""
+    return [Result("best single model", paper_single,
+                   [100 * scores[s][best_single(scores[s])].test.top1 for s in scores],
+                   test_images),
+            Result("stage-2 fusion", 72.4, accuracy(fusions[s].stage2_test for s in fusions),
+                   test_images)]
+
+
+def baseline_results(groups, seeds):
+    """Section 9's two baselines on `seeds` and on the finals' test images."""
+    resnet = groups[BASELINE].of_seeds(seeds)
+    return [Result(f"the matched plain ResNeSt ({MATCHED}, {input_size} px)",
+                   paper_at(MATCHED, 224), top1_at(groups[MATCHED].of_seeds(seeds), input_size),
+                   test_images),
+            Result("notebook 00's plain ResNet", 26.39, resnet.top1("test", test_ids),
+                   resnet.scored_images("test", test_ids))]
+
+
+def final_claims(finals, baselines):
+    """Every final against both baselines, and the fusion against the best single model."""
+    return [*against_baselines(finals, baselines),
+            Claim("stage-2 fusion vs best single model", paper_single, 72.4, finals[0].ours,
+                  finals[1].ours, test_images=test_images)]
+
+
+def widened_claims(groups):
+    """What more seeds can narrow: section 5's steps, and the claims on the finals before
+    coverage (every row and the ResNet compared)."""
+    step_claims = claims_of(groups)  # scores the new runs first
+    scores, fusions = fused(groups)
+    claims = final_claims(final_results(scores, fusions), baseline_results(groups, list(scores)))
+    return [*step_claims, *((claim, [*rows, BASELINE]) for claim in claims)]
+
+
 tta_score_many(list(runs.values()), TEST_SIZES.values(), TEST_IMAGES, workers)
-scores = {seed: {(row, size): tta_scores(runs[row, seed], size, TEST_IMAGES)
-                 for row in rows for size in TEST_SIZES.values()} for seed in seeds}
-test_images = int((scores[seeds[0]][rows[0], input_size].test.labels >= 0).sum())
-# More seeds, up to max_seeds, for the rows of each step wider than ±1.5 pp (section 5).
-groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+first = tta_scores(runs[rows[0], seeds[0]], input_size, TEST_IMAGES)
+test_labels, val_labels, classes = first.test.labels, first.val.labels, first.test.classes
+test_ids, known = first.test.ids, first.test.labels >= 0
+test_images = int(known.sum())
+# More seeds, up to max_seeds, for the rows of each claim wider than ±1.5 pp.
+groups = add_seeds_where_wide(groups, widened_claims, seeds, max_seeds, profile, overrides,
                               workers, runs_root=runs_root)
+scores, fusions = fused(groups)
+fusion_seeds = list(scores)
+print("fusion and coverage over seeds", fusion_seeds)
 header = make_header(profile, time.perf_counter() - started, command)  # after the new seeds
 
 
@@ -316,38 +383,23 @@ display(Markdown(steps_md.read_text()))
 # weights softmax(validation top-1) — with scores as fractions, as the paper says, so the
 # weights are nearly uniform (0.66 vs 0.68 gives 0.495 vs 0.505). **Stage 2**: a hard vote
 # over the nine stage-1 results; a tie goes to the class with the larger summed stage-1
-# probability (the paper does not say). One fusion per seed, from that seed's runs.
+# probability (the paper does not say). One fusion per seed, from that seed's runs (computed
+# in section 4, on every seed that all rows share).
 
 # %%
-fusions = {s: fuse(scores[s], loss_of) for s in seeds}
-header = make_header(profile, time.perf_counter() - started, command)
-test_labels = scores[seeds[0]][rows[0], input_size].test.labels
-val_labels = scores[seeds[0]][rows[0], input_size].val.labels
-classes = scores[seeds[0]][rows[0], input_size].test.classes
-known = test_labels >= 0
-
-
-def accuracy(labels_per_seed):
-    return [100 * float((labels[known] == test_labels[known]).mean()) for labels in labels_per_seed]
-
-
-def best_single(seed):
-    """The model and test size with the best validation top-1 in this seed."""
-    return max(scores[seed], key=lambda key: scores[seed][key].val.top1)
-
-
-print("best single model per seed (by validation):", [best_single(s) for s in seeds])
-fusion_rows = [ResultRow("best single model (by validation), with TTA", None,
-                         [100 * scores[s][best_single(s)].test.top1 for s in seeds], profile,
-                         test_images=test_images)]
-for key in sorted(fusions[seeds[0]].stage1_test):
+finals = final_results(scores, fusions)
+print("best single model per seed (by validation):",
+      [best_single(scores[s]) for s in fusion_seeds])
+fusion_rows = [ResultRow("best single model (by validation), with TTA", None, finals[0].ours,
+                         profile, test_images=test_images)]
+for key in sorted(fusions[fusion_seeds[0]].stage1_test):
     size, loss = key
     fusion_rows.append(ResultRow(f"stage 1: {LOSSES[loss][2]} models at {size} px (soft vote)",
                                  None, accuracy(fusions[s].stage1_test[key].argmax(1)
-                                                for s in seeds), profile,
+                                                for s in fusion_seeds), profile,
                                  test_images=test_images))
 fusion_rows.append(ResultRow("stage 2: hard vote over the stage-1 results", 72.4,
-                             accuracy(fusions[s].stage2_test for s in seeds), profile, "",
+                             accuracy(fusions[s].stage2_test for s in fusion_seeds), profile, "",
                              "fusion-coverage paper, §III.D", test_images))
 _, fusion_md = write_table(fusion_rows, out_dir, "fusion", header, title="04 · Two-stage fusion")
 display(Markdown(fusion_md.read_text()))
@@ -375,13 +427,14 @@ display(Markdown(fusion_md.read_text()))
 
 # %%
 HARD_THRESHOLD = 0.5
-hard = {s: hard_classes_of(fusions[s], val_labels, len(classes), HARD_THRESHOLD) for s in seeds}
-for s in seeds:
+hard = {s: hard_classes_of(fusions[s], val_labels, len(classes), HARD_THRESHOLD)
+        for s in fusion_seeds}
+for s in fusion_seeds:
     print(f"seed {s}: hard classes {[classes[c] for c in hard[s]]}")
 
 
 # every seed's coverage models trained and scored together
-coverage_seeds = [s for s in seeds if hard[s]]
+coverage_seeds = [s for s in fusion_seeds if hard[s]]
 coverage_recipes = [load_recipe(f"fc_cov_{c}", profile,
                                 {**overrides, "seed": s, "coverage_classes": hard[s]})
                     for s in coverage_seeds for c in COVERAGE]
@@ -390,26 +443,27 @@ tta_score_many(coverage_trained, [input_size], TEST_IMAGES, workers)
 coverage_runs = {s: coverage_trained[i * len(COVERAGE):(i + 1) * len(COVERAGE)]
                  for i, s in enumerate(coverage_seeds)}
 coverage = {s: run_coverage(fusions[s], hard[s], coverage_runs.get(s, []), input_size,
-                            TEST_IMAGES, len(classes)) for s in seeds}
+                            TEST_IMAGES, len(classes)) for s in fusion_seeds}
 header = make_header(profile, time.perf_counter() - started, command)
 coverage_rows = [ResultRow("stage-2 fusion (before coverage)", 72.4,
-                           accuracy(fusions[s].stage2_test for s in seeds), profile,
+                           accuracy(fusions[s].stage2_test for s in fusion_seeds), profile,
                            test_images=test_images)]
 for rule in ("literal", "replace"):
     best = [max(accuracy(coverage[s].covered[rule]), default=accuracy([fusions[s].stage2_test])[0])
-            for s in seeds]
+            for s in fusion_seeds]
     coverage_rows += [
         ResultRow(f"best single coverage result ({rule})", 74.5, best, profile, "",
                   "fusion-coverage paper, §III.E", test_images),
         ResultRow(f"hard vote over {len(COVERAGE)} coverage results ({rule})", 75.178,
-                  accuracy(coverage[s].final[rule] for s in seeds), profile, "",
+                  accuracy(coverage[s].final[rule] for s in fusion_seeds), profile, "",
                   "fusion-coverage paper, §III.E", test_images)]
 _, coverage_md = write_table(coverage_rows, out_dir, "coverage", header,
                              title="04 · Result coverage")
 display(Markdown(coverage_md.read_text()))
 coverage_steps = [Claim(f"coverage, {rule} reading (fusion → final)", 72.4, 75.178,
-                        accuracy(fusions[s].stage2_test for s in seeds),
-                        accuracy(coverage[s].final[rule] for s in seeds), test_images=test_images)
+                        accuracy(fusions[s].stage2_test for s in fusion_seeds),
+                        accuracy(coverage[s].final[rule] for s in fusion_seeds),
+                        test_images=test_images)
                   for rule in ("literal", "replace")]
 _, coverage_steps_md = write_ablations(assess(coverage_steps), out_dir, "coverage_steps", header,
                                        title="04 · What coverage adds, measured")
@@ -429,10 +483,11 @@ def per_class(labels_per_seed):
 
 
 series = {
-    "best single model": per_class(scores[s][best_single(s)].test.predictions for s in seeds),
-    "stage-2 fusion": per_class(fusions[s].stage2_test for s in seeds),
-    "coverage (literal)": per_class(coverage[s].final["literal"] for s in seeds),
-    "coverage (replace)": per_class(coverage[s].final["replace"] for s in seeds),
+    "best single model": per_class(scores[s][best_single(scores[s])].test.predictions
+                                   for s in fusion_seeds),
+    "stage-2 fusion": per_class(fusions[s].stage2_test for s in fusion_seeds),
+    "coverage (literal)": per_class(coverage[s].final["literal"] for s in fusion_seeds),
+    "coverage (replace)": per_class(coverage[s].final["replace"] for s in fusion_seeds),
 }
 plot = per_class_accuracy_plot(series, classes, out_dir / "per_class_test.png", header,
                                title="Per-class test accuracy: single model, fusion, coverage")
@@ -443,7 +498,7 @@ for name, stem in (("stage-2 fusion", "fusion"), ("coverage (literal)", "coverag
     print(name, "→", csv.name)
     print(csv.read_text())
 final_confusion = sum(confusion_matrix(coverage[s].final["literal"][known], test_labels[known],
-                                       len(classes)) for s in seeds)
+                                       len(classes)) for s in fusion_seeds)
 confusion_heatmap(final_confusion, classes, out_dir / "coverage_literal_test_confusion.png",
                   header)
 
@@ -470,25 +525,10 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # of this notebook's claims. The conclusion under the table is written from the table alone.
 
 # %%
-MATCHED = "fc_resnest101e_ce"
-baseline = groups[BASELINE].of_seeds(seeds)  # trained in section 3
-test_ids = scores[seeds[0]][rows[0], input_size].test.ids
-paper_single = max(v for row in rows
-                   for v in paper_reference(row).get("top1_by_test_size", {}).values())
-finals = [Result("best single model", paper_single,
-                 [100 * scores[s][best_single(s)].test.top1 for s in seeds], test_images),
-          Result("stage-2 fusion", 72.4, accuracy(fusions[s].stage2_test for s in seeds),
-                 test_images),
-          Result("final (coverage, literal)", 75.178,
-                 accuracy(coverage[s].final["literal"] for s in seeds), test_images)]
-baselines = [Result(f"the matched plain ResNeSt ({MATCHED}, {input_size} px)",
-                    paper_at(MATCHED, 224), top1_at(groups[MATCHED].of_seeds(seeds), input_size),
-                    test_images),
-             Result("notebook 00's plain ResNet", 26.39, baseline.top1("test", test_ids),
-                    baseline.scored_images("test", test_ids))]
-fusion_step = Claim("stage-2 fusion vs best single model", paper_single, 72.4, finals[0].ours,
-                    finals[1].ours, test_images=test_images)
-claims = assess([*steps, *coverage_steps, *against_baselines(finals, baselines), fusion_step])
+covered = Result("final (coverage, literal)", 75.178,
+                 accuracy(coverage[s].final["literal"] for s in fusion_seeds), test_images)
+claims = assess([*steps, *coverage_steps,
+                 *final_claims([*finals, covered], baseline_results(groups, fusion_seeds))])
 _, claims_md, forest = write_claims(claims, out_dir, header, title="04 · The paper's claims")
 display(Image(str(forest)))
 display(Markdown(claims_md.read_text()))
