@@ -237,8 +237,10 @@ for key in keys:
 # Then power where it is missing: each step of section 8 whose paired 95 % interval is wider
 # than ±1.5 pp trains its two rows on more seeds, as many as its spread asks for, up to
 # `max_seeds` (10 at `cpu`); the other rows keep the notebook's seeds
-# (`vipnb.study.more_seeds`). A table row then averages all of its seeds, a step pairs the
-# seeds its rows share, and the final results of section 10 pair over the notebook's seeds.
+# (`vipnb.study.more_seeds`). So does the best single model (by validation, section 10)
+# against each baseline. A table row then averages all of its seeds, a claim pairs the seeds
+# its rows share, and the ensemble of section 10 pairs over the notebook's seeds (more would
+# train every one of its members).
 
 # %%
 TABLE_1 = [("vipf_resnext50", "ResNeXt50_32x4d"), ("vipf_d_resnext50", "D-ResNeXt50_32x4d"),
@@ -313,10 +315,45 @@ def claims_of(groups):
     return step_claims(groups, STEPS, paper_top1)
 
 
-groups = train_seed_groups(rows_run + [MATCHED, "baseline_resnet"], profile, seeds, overrides,
-                           processes, runs_root=runs_root)
-# Then more seeds, up to max_seeds, for the two rows of each step wider than ±1.5 pp.
-groups = add_seeds_where_wide(groups, claims_of, seeds, max_seeds, profile, overrides,
+BASELINES = {MATCHED: ("the matched plain ResNeXt", None),
+             "baseline_resnet": ("notebook 00's plain ResNet", 26.39)}
+
+
+def best_final(groups):
+    """The paper's best single model: the best of its final models (Tables 2 and 3) by
+    validation top-1; they all keep the same tenth of the validation set out of training."""
+    return max(VIPF_FINAL_MODELS, key=lambda n: groups[n].val_top1())
+
+
+def baseline_results(groups, seeds, test_ids):
+    """Both baselines over `seeds`, scored on `test_ids`, the final models' test images."""
+    return [Result(label, paper, groups[name].of_seeds(seeds).top1("test", test_ids),
+                   groups[name].scored_images("test", test_ids))
+            for name, (label, paper) in BASELINES.items()]
+
+
+def best_single_results(groups):
+    """The best single model and both baselines over every seed the three share."""
+    best = best_final(groups)
+    shared = [s for s in groups[best].seeds if all(s in groups[n].seeds for n in BASELINES)]
+    single = groups[best].of_seeds(shared)
+    test_ids = single.runs[0].logits("test").ids
+    return (Result("best single model", 69.59, single.top1("test"), single.scored_images("test")),
+            baseline_results(groups, shared, test_ids))
+
+
+def widened_claims(groups):
+    """What more seeds can narrow: section 8's steps and section 12's best single model
+    against both baselines (not the ensemble's claims: every member would need the seeds)."""
+    single, baselines = best_single_results(groups)
+    return [*claims_of(groups), *((claim, [best_final(groups), *BASELINES])
+                                  for claim in against_baselines([single], baselines))]
+
+
+groups = train_seed_groups(rows_run + list(BASELINES), profile, seeds, overrides, processes,
+                           runs_root=runs_root)
+# Then more seeds, up to max_seeds, for the rows of each claim wider than ±1.5 pp.
+groups = add_seeds_where_wide(groups, widened_claims, seeds, max_seeds, profile, overrides,
                               processes, runs_root=runs_root)
 training_s = sum(run.summary()["wall_time_s"] for g in groups.values() for run in g.runs)
 print(f"{len(groups)} recipes (the rows and two baselines), "
@@ -397,9 +434,7 @@ display(Markdown(ablations_md.read_text()))
 FOOTWEAR, ACCESSORIES = {5, 7, 9}, {5, 7, 8, 9}
 UPPER_BODY, GARMENTS = {0, 2, 4, 6}, {0, 1, 2, 3, 4, 6}
 classes = groups["vipf_resnext50"].classes
-# The paper's best single model is the best of its final models (Tables 2 and 3), which all
-# keep the same tenth of the validation set out of training to be chosen on.
-best = max(VIPF_FINAL_MODELS, key=lambda n: groups[n].val_top1())
+best = best_final(groups)
 
 
 def induced(name, seed_index):
@@ -451,7 +486,7 @@ N_BEST = 4
 chance = 100 / len(classes)
 members = ([n for n in VIPF_FINAL_MODELS if groups[n].val_top1() > chance + 1]
            or list(VIPF_FINAL_MODELS))
-# The final results pair over the notebook's seeds (a row may have more: section 6).
+# The ensemble pairs over the notebook's seeds (a row may have more: section 6).
 ensembles, labels, weights = weighted_ensembles([groups[n].of_seeds(seeds) for n in members],
                                                 N_BEST)
 known = labels >= 0
@@ -459,26 +494,24 @@ ensemble_top1 = [100 * top1(p[known], labels[known]) for p in ensembles]
 print("weight 3:", ", ".join(n for n, w in zip(members, weights, strict=True) if w == 3))
 test_ids = groups[best].runs[0].logits("test").ids  # the images the rows were scored on
 images = groups[best].scored_images("test")
-finals = [Result("best single model", 69.59, groups[best].of_seeds(seeds).top1("test"), images),
-          Result("ensemble", 73.08, ensemble_top1, images)]
-baselines = [Result("the matched plain ResNeXt", None,
-                    groups[MATCHED].of_seeds(seeds).top1("test", test_ids),
-                    groups[MATCHED].scored_images("test", test_ids)),
-             Result("notebook 00's plain ResNet", 26.39,
-                    groups["baseline_resnet"].of_seeds(seeds).top1("test", test_ids),
-                    groups["baseline_resnet"].scored_images("test", test_ids))]
-rows = [ResultRow(f"best single model by validation: {best}", 69.59, finals[0].ours, profile,
+# The best single model and the baselines over every seed they share (section 6), the
+# ensemble over the notebook's seeds.
+single, single_baselines = best_single_results(groups)
+ensemble = Result("ensemble", 73.08, ensemble_top1, images)
+baselines = baseline_results(groups, seeds, test_ids)
+rows = [ResultRow(f"best single model by validation: {best}", 69.59, single.ours, profile,
                   "paper: its best single model, DSK-ResNeXt101 at 320 px", "VIPF paper, §4.2",
                   images),
         ResultRow(f"weighted score average of {len(members)} models (3 for the {N_BEST} best)",
                   73.08, ensemble_top1, profile, "from the saved logits", "VIPF paper, §4.4",
                   images),
         ResultRow(f"matched baseline: {MATCHED} (timm's plain ResNeXt)", None,
-                  baselines[0].ours, profile, "Table 1's recipe, epochs and seeds",
-                  test_images=baselines[0].test_images),
-        ResultRow("notebook 00's plain ResNet-18 (baseline_resnet)", 26.39, baselines[1].ours,
-                  profile, "paper: the toolkit's ResNet-50 on ImageNet-50", "VIPriors toolkit",
-                  baselines[1].test_images)]
+                  single_baselines[0].ours, profile, "Table 1's recipe and epochs",
+                  test_images=single_baselines[0].test_images),
+        ResultRow("notebook 00's plain ResNet-18 (baseline_resnet)", 26.39,
+                  single_baselines[1].ours, profile,
+                  "paper: the toolkit's ResNet-50 on ImageNet-50", "VIPriors toolkit",
+                  single_baselines[1].test_images)]
 _, ensemble_md = write_table(rows, out_dir, "ensemble", header,
                             title="03 · Ensemble, best single model and baselines")
 display(Markdown(ensemble_md.read_text()))
@@ -512,9 +545,11 @@ print(f"notebook wall time: {(time.perf_counter() - started) / 60:.1f} min "
 # of this notebook's claims. The conclusion under the table is written from the table alone.
 
 # %%
-ensemble_step = Claim("ensemble vs best single model", 69.59, 73.08, finals[0].ours,
-                      finals[1].ours, test_images=images)
-claims = assess([*ablations, *against_baselines(finals, baselines), ensemble_step])
+ensemble_step = Claim("ensemble vs best single model", 69.59, 73.08,
+                      groups[best].of_seeds(seeds).top1("test"), ensemble.ours,
+                      test_images=images)
+claims = assess([*ablations, *against_baselines([single], single_baselines),
+                 *against_baselines([ensemble], baselines), ensemble_step])
 _, claims_md, forest = write_claims(claims, out_dir, header, title="03 · The paper's claims")
 display(Image(str(forest)))
 display(Markdown(claims_md.read_text()))
