@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
+from jupytext.config import load_jupytext_config
 
 from vipnb.notebooks import pair_drift
 from vipnb.run import list_notebooks
@@ -15,6 +16,17 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 @pytest.mark.parametrize("name", list_notebooks())
 def test_pair_in_step(name: str):
     assert pair_drift(NOTEBOOKS / f"{name}.py") == []
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_jupytext_sync_would_leave_the_pair_as_it_is(name: str):
+    """The .py is what `jupytext --sync` writes from the .ipynb with the repo's jupytext.toml,
+    header included (whichever jupytext release is installed)."""
+    source = NOTEBOOKS / f"{name}.py"
+    config = load_jupytext_config(str(source))
+    twin = jupytext.read(source.with_suffix(".ipynb"), config=config)
+    assert jupytext.writes(twin, fmt="py:percent", config=config) == source.read_text(), (
+        f"{source.name} and its .ipynb have drifted apart: run `jupytext --sync {source}`")
 
 
 @pytest.mark.parametrize("name", list_notebooks())
