@@ -82,6 +82,7 @@ from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.more_seeds import add_seeds_where_wide, step_claims
 from vipnb.study.plan import VIPF_FINAL_MODELS, show_plan
 from vipnb.study.seed_groups import (
+    common_seeds,
     train_seed_groups,
     weighted_ensembles,
 )
@@ -336,7 +337,7 @@ def baseline_results(groups, seeds, test_ids):
 def best_single_results(groups):
     """The best single model and both baselines over every seed the three share."""
     best = best_final(groups)
-    shared = [s for s in groups[best].seeds if all(s in groups[n].seeds for n in BASELINES)]
+    shared = common_seeds(groups[best], *(groups[name] for name in BASELINES))
     single = groups[best].of_seeds(shared)
     test_ids = single.runs[0].logits("test").ids
     return (Result("best single model", 69.59, single.top1("test"), single.scored_images("test")),

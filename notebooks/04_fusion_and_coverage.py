@@ -76,7 +76,7 @@ from vipnb.study.claims import Claim, Result, against_baselines, assess
 from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_score_many, tta_scores
 from vipnb.study.more_seeds import add_seeds_where_wide
 from vipnb.study.plan import show_plan
-from vipnb.study.seed_groups import on_common_seeds, train_seed_groups
+from vipnb.study.seed_groups import common_seeds, on_common_seeds, train_seed_groups
 
 started = time.perf_counter()
 out_dir = Path(out_dir or paths.report_dir("04_fusion_and_coverage", profile))
@@ -277,8 +277,7 @@ paper_single = max(v for row in rows
 def fused(groups):
     """Per seed that every row and notebook 00's ResNet have: the rows' TTA scores at the
     three test sizes and their two-stage fusion (section 6)."""
-    common = [s for s in groups[rows[0]].seeds
-              if all(s in groups[name].seeds for name in [*rows, BASELINE])]
+    common = common_seeds(*(groups[name] for name in [*rows, BASELINE]))
     scores = {s: {(row, size): tta_scores(groups[row].of_seeds([s]).runs[0], size, TEST_IMAGES)
                   for row in rows for size in TEST_SIZES.values()} for s in common}
     return scores, {s: fuse(scores[s], loss_of) for s in common}

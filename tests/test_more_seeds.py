@@ -17,7 +17,7 @@ from vipnb.study.more_seeds import (
     seeds_needed,
     step_claims,
 )
-from vipnb.study.seed_groups import SeedGroup, on_common_seeds
+from vipnb.study.seed_groups import SeedGroup, common_seeds, on_common_seeds
 
 
 def claim(before, after):
@@ -153,6 +153,13 @@ def test_seed_groups_pair_on_the_seeds_they_share(tmp_path):
     assert [run.path.name for run in after.runs] == ["b-s0", "b-s1", "b-s2"]
     with pytest.raises(VipnbError, match=r"b has no run of seed\(s\) \[3\].*train them first"):
         narrow.of_seeds([0, 3])
+
+
+def test_common_seeds_of_three_groups_keep_the_first_groups_order(tmp_path):
+    groups = [SeedGroup(name, [run_of_seed(tmp_path, name, s) for s in seeds])
+              for name, seeds in (("a", (4, 0, 2, 1)), ("b", (0, 1, 2, 4)), ("c", (1, 4, 0)))]
+    assert common_seeds(*groups) == [4, 0, 1]
+    assert common_seeds(groups[0]) == [4, 0, 2, 1]
 
 
 def test_a_row_keeps_the_seeds_it_already_has():

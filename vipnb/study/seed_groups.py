@@ -103,10 +103,14 @@ class SeedGroup:
         return total
 
 
+def common_seeds(first: SeedGroup, *others: SeedGroup) -> list[int]:
+    """The seeds every group has, in `first`'s order."""
+    return [seed for seed in first.seeds if all(seed in other.seeds for other in others)]
+
+
 def on_common_seeds(before: SeedGroup, after: SeedGroup) -> tuple[SeedGroup, SeedGroup]:
     """Both groups cut to the seeds they share (in `before`'s order): a paired claim's sides."""
-    shared = set(after.seeds)
-    common = [seed for seed in before.seeds if seed in shared]
+    common = common_seeds(before, after)
     return before.of_seeds(common), after.of_seeds(common)
 
 
