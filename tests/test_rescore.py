@@ -28,6 +28,9 @@ def test_ten_crops_at_a_larger_size_are_saved_and_read_back(tiny_tree: Path, tmp
     assert saved.stat().st_mtime_ns == stamp and np.array_equal(again.logits, scored.logits)
     trained, rescored = SeedGroup("r", [run]).rescored_top1("ten_crop", 20, 5)
     assert rescored == [100 * scored.top1] and len(trained) == 1
+    trained_all, rescored_all = SeedGroup("r", [run]).rescored_top1("ten_crop", 20, 0)
+    assert trained_all == [100 * run.logits("test").top1]  # limit 0: every test image
+    assert rescored_all == [100 * rescore(run, "ten_crop", 20).top1]
     with pytest.raises(VipnbError, match="below"):
         rescore(run, "ten_crop", 12)
 

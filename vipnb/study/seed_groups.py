@@ -77,12 +77,13 @@ class SeedGroup:
 
     def rescored_top1(self, views: str, test_size: int,
                       limit: int) -> tuple[list[float], list[float]]:
-        """Top-1 (percent) of each seed on the first `limit` test images, as trained (the
-        saved logits) and re-scored under `views` at `test_size`: a paired comparison."""
+        """Top-1 (percent) of each seed on the first `limit` test images (0: all), as trained
+        (the saved logits) and re-scored under `views` at `test_size`: a paired comparison."""
         trained, rescored = [], []
         for run in self.runs:
             logits, labels = run.logits("test").labelled()
-            trained.append(100 * top1(logits[:limit], labels[:limit]))
+            first = slice(limit or None)
+            trained.append(100 * top1(logits[first], labels[first]))
             rescored.append(100 * rescore(run, views, test_size, limit=limit).top1)
         return trained, rescored
 
