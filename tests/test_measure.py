@@ -2,6 +2,7 @@
 
 from vipnb.measure import (
     crop_flip_rates,
+    expert_batching_rates,
     interleaved_medians,
     scoring_compile_rates,
     scoring_format_rates,
@@ -69,3 +70,15 @@ def test_choices_report_gives_the_scoring_compile_section_when_measured(tmp_path
     assert "## torch.compile of scoring" in text
     assert "| fc_skresnext50_ce at 28 px | 3000 | 6900 | ×2.30 | 8.0 |" in text
     assert "torch.compile of the training step" not in text
+
+
+def test_experts_are_timed_one_by_one_and_batched():
+    rates = expert_batching_rates("moe_rs_sd101_n3", repeats=1, steps=1)
+    assert set(rates) == {"one by one", "batched"} and all(r > 0 for r in rates.values())
+
+
+def test_choices_report_gives_the_expert_batching_section_when_measured(tmp_path):
+    choices = {"memory_format": {}, "crop_flip": {"28 px (from 32 px)": {"a": 1.0, "b": 2.0}},
+               "expert_batching": {"moe_rs_sd50_n5": {"one by one": 450.0, "batched": 405.0}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert "| moe_rs_sd50_n5 | 450 | 405 | ×0.90 |" in text

@@ -1,6 +1,7 @@
 """Measurements that choose, per machine, what a rule would otherwise decide: the memory
 format of each cpu-profile model (training, and scoring under TTA), the backend of the batched
-crop-and-flip transform, and whether `torch.compile` pays for the cpu models.
+crop-and-flip transform, whether `torch.compile` pays for the cpu models, and whether a
+mixture's experts run faster batched as one module than one by one.
 
 Each candidate is timed several times, interleaved with the others, so a slow spell of the
 machine does not favour one of them; the median counts.
@@ -26,6 +27,7 @@ from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rescore import scoring_model
 from vipnb.engine.rundir import RunDir
 from vipnb.engine.trainer import Trainer
+from vipnb.models.moe import MixtureOfExperts
 
 # The models the cpu profiles train, by the recipe that trains them.
 CPU_MODEL_RECIPES = ("baseline_resnet", "moe_rs50", "moe_rs101", "moe_rs_sd200",
@@ -157,6 +159,45 @@ def crop_flip_rates(batch: int = 256, cache_size: int = 32, input_size: int = 28
     }, repeats)
 
 
+# The cpu mixtures of experts of notebook 01 with the most experts per trunk.
+EXPERT_RECIPES = ("moe_rs_sd50_n5", "moe_rs_sd101_n3")
+
+
+def expert_batching_rates(recipe_name: str, repeats: int = 3, steps: int = 3) -> dict[str, float]:
+    """Training-step images/s (forward and backward, the recipe's batch, input size and memory
+    format) of a cpu mixture of experts: its experts one by one, as `MixtureOfExperts` runs
+    them, vs batched as one module (`torch.func.stack_module_state` + `vmap`, which turns each
+    convolution of the experts into one grouped convolution). The batched step leaves the
+    BatchNorm statistics in the stacked copies; writing them back would only slow it."""
+    recipe = load_recipe(recipe_name, "cpu")
+    model = build_model(recipe, 10).train()
+    if not isinstance(model, MixtureOfExperts):
+        raise ValueError(f"{recipe_name} has no experts at cpu")
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    images = torch.randn(recipe.batch_size, 3, recipe.input_size,
+                         recipe.input_size).contiguous(memory_format=layout)
+    template = copy.deepcopy(model.experts[0]).to("meta")
+
+    def batched_logits() -> torch.Tensor:
+        params, buffers = torch.func.stack_module_state(list(model.experts))
+        shared = model.trunk(images)
+        return torch.func.vmap(lambda p, b: torch.func.functional_call(template, (p, b), shared),
+                               randomness="different")(params, buffers)
+
+    def rate(logits: Callable[[], torch.Tensor]) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            logits().sum().backward()
+        return steps * len(images) / (time.perf_counter() - started)
+
+    candidates = {"one by one": lambda: rate(lambda: model(images)),
+                  "batched": lambda: rate(batched_logits)}
+    for candidate in candidates.values():  # first calls pick the kernels
+        candidate()
+    return interleaved_medians(candidates, repeats)
+
+
 def measure_choices(places: dict, repeats: int = 3) -> dict:
     """Every measurement above, for this machine (the models on the fashion50 that `places`,
     `vipnb.paths.data_places()`, say where to find and decode)."""
@@ -170,6 +211,8 @@ def measure_choices(places: dict, repeats: int = 3) -> dict:
         "scoring_compile": {f"{name} at {size} px": scoring_compile_rates(name, size, repeats)
                             for name in SCORING_RECIPES for size in SCORING_SIZES},
         "compile": {name: compile_rates(name, places, repeats) for name in COMPILE_RECIPES},
+        "expert_batching": {name: expert_batching_rates(name, repeats)
+                            for name in EXPERT_RECIPES},
     }
 
 
@@ -202,7 +245,8 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
     target, header = bench_report_target("choices", wall_time_s, reports_root)
     write_text_atomic(target.with_suffix(".json"),
                       json.dumps({"header": header.as_dict(), **choices}, indent=1))
-    lines = ["# Measured choices: memory format per model, crop-and-flip backend, torch.compile",
+    lines = ["# Measured choices: memory format per model, crop-and-flip backend, torch.compile, "
+             "batched experts",
              "",
              header.as_markdown(), "## Memory format (compute-only training step, images/s)",
              "", *_format_lines(choices["memory_format"])]
@@ -227,6 +271,15 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
         lines += ["", "## torch.compile of the training step (compute-only, images/s)", "",
                   *_compile_lines(choices["compile"], "compiled_first_steps_s",
                                   "compiled model's first steps (s)")]
+    if choices.get("expert_batching"):
+        lines += ["", "## Experts of one mixture, one by one vs batched (training step, images/s)",
+                  "", "`MixtureOfExperts` runs its experts one by one; batched is the same "
+                  "experts as one module under `torch.func.vmap`.", "",
+                  "| recipe (cpu model) | one by one | batched | speed-up |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, rates in choices["expert_batching"].items():
+            lines.append(f"| {name} | {rates['one by one']:.0f} | {rates['batched']:.0f} | "
+                         f"×{rates['batched'] / rates['one by one']:.2f} |")
     if choices.get("compile") or choices.get("scoring_compile"):
         lines += ["", "The first steps include compiling, once per model and machine: inductor "
                   "keeps what it compiled on disk, so a later process compiles the same model "
