@@ -23,6 +23,7 @@ from vipnb.data.augment import TrainTransform
 from vipnb.data.sources import load_run_data
 from vipnb.engine.build import build_model
 from vipnb.engine.determinism import deterministic_kernels
+from vipnb.engine.precision import memory_format
 from vipnb.engine.recipe import Recipe, load_recipe
 from vipnb.engine.rescore import scoring_model
 from vipnb.engine.rundir import RunDir
@@ -173,7 +174,7 @@ def expert_batching_rates(recipe_name: str, repeats: int = 3, steps: int = 3) ->
     model = build_model(recipe, 10).train()
     if not isinstance(model, MixtureOfExperts):
         raise ValueError(f"{recipe_name} has no experts at cpu")
-    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    layout = memory_format(recipe)
     model = model.to(memory_format=layout)
     images = torch.randn(recipe.batch_size, 3, recipe.input_size,
                          recipe.input_size).contiguous(memory_format=layout)
