@@ -294,7 +294,8 @@ print(f"{len(groups)} recipes (the rows and two baselines), "
 # test image (`TTA_IMAGES`, 0: all; the first 50 at `smoke`), beside the same model's
 # centre-crop score on those images (a paired comparison, and one of the paper's claims).
 # On the 720-epoch model where the row has one, as in the paper. The re-scoring, like the
-# training, runs in one process per core at `cpu`. The *test images* column says how many test images each seed was scored on.
+# training, runs in one process per core at `cpu`. The *test images* column says how many
+# test images each seed was scored on.
 
 # %%
 header = make_header(profile, time.perf_counter() - started, command)
