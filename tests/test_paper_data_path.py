@@ -263,7 +263,7 @@ def test_relative_paths_given_to_vipnb_run_mean_the_callers_folder(tmp_path, mon
     assert os.environ["VIPNB_RUNS"] == "my_runs"  # as the caller set it
 
 
-# -- 5. bf16 only where the GPU has it -------------------------------------------------------
+# -- 5. bf16 only where the GPU or CPU has it -------------------------------------------------
 
 def v100(monkeypatch, native: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
@@ -279,7 +279,22 @@ def test_amp_auto_picks_bf16_only_on_gpus_with_native_bf16(monkeypatch):
         use_bf16("bf16", cuda)
     v100(monkeypatch, native=True)  # an A100 / H100
     assert use_bf16("auto", cuda) and use_bf16("bf16", cuda)
-    assert use_bf16("bf16", torch.device("cpu"))  # the CPU's choice is left as it was
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
+def test_amp_bf16_is_refused_on_a_cpu_that_would_emulate_it(monkeypatch, capability):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert not use_bf16("auto", cpu) and not use_bf16("none", cpu)
+    with pytest.raises(VipnbError, match=rf"amp=bf16.*CPU.*{capability}.*-p amp=auto"):
+        use_bf16("bf16", cpu)
+
+
+@pytest.mark.parametrize("capability", ["AVX512_BF16", "AMX"])
+def test_amp_auto_picks_bf16_on_a_cpu_with_native_bf16(monkeypatch, capability):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert use_bf16("auto", cpu) and use_bf16("bf16", cpu) and not use_bf16("none", cpu)
 
 
 # -- 6. a batch larger than the data ----------------------------------------------------------

@@ -10,6 +10,7 @@ from torch._dynamo.eval_frame import OptimizedModule
 from tests.conftest import write_recipe_file
 from vipnb.engine import load_recipe, train
 from vipnb.engine import rescore as rescore_module
+from vipnb.engine.precision import use_bf16
 from vipnb.engine.rescore import cxx_compiler_on_path, rescore, scoring_model
 from vipnb.errors import VipnbError
 from vipnb.study.seed_groups import SeedGroup
@@ -44,8 +45,14 @@ def test_rescoring_runs_on_the_gpu_when_there_is_one(monkeypatch):
     assert default_device() == torch.device("cpu")
 
 
+# Where the CPU would emulate bf16, `amp: bf16` is refused (engine/precision.py).
+NATIVE_CPU_BF16 = use_bf16("auto", torch.device("cpu"))
+
+
 @pytest.mark.parametrize(("channels_last", "amp", "suffix"),
-                         [(True, "none", "_nhwc"), (False, "none", ""), (True, "bf16", "_nhwc_bf16")])
+                         [(True, "none", "_nhwc"), (False, "none", ""),
+                          pytest.param(True, "bf16", "_nhwc_bf16", marks=pytest.mark.skipif(
+                              not NATIVE_CPU_BF16, reason="this CPU has no native bf16"))])
 def test_the_centre_view_rescores_the_logits_training_wrote(tiny_tree: Path, tmp_path: Path,
                                                              channels_last: bool, amp: str,
                                                              suffix: str):
