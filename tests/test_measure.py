@@ -82,3 +82,13 @@ def test_choices_report_gives_the_expert_batching_section_when_measured(tmp_path
                "expert_batching": {"moe_rs_sd50_n5": {"one by one": 450.0, "batched": 405.0}}}
     text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
     assert "| moe_rs_sd50_n5 | 450 | 405 | ×0.90 |" in text
+
+
+def test_the_compile_footnote_follows_the_compile_tables_not_the_experts(tmp_path):
+    choices = {"memory_format": {}, "crop_flip": {"28 px (from 32 px)": {"a": 1.0, "b": 2.0}},
+               "compile": {"moe_rs50": {"eager": 1800.0, "compiled": 2250.0,
+                                        "compiled_first_steps_s": 52.96}},
+               "expert_batching": {"moe_rs_sd50_n5": {"one by one": 450.0, "batched": 405.0}}}
+    text = write_choices_report(choices, 1.0, reports_root=tmp_path).read_text()
+    assert (text.index("| moe_rs50 | 1800") < text.index("The first steps include compiling")
+            < text.index("## Experts of one mixture"))

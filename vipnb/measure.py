@@ -272,6 +272,10 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
         lines += ["", "## torch.compile of the training step (compute-only, images/s)", "",
                   *_compile_lines(choices["compile"], "compiled_first_steps_s",
                                   "compiled model's first steps (s)")]
+    if choices.get("compile") or choices.get("scoring_compile"):
+        lines += ["", "The first steps include compiling, once per model and machine: inductor "
+                  "keeps what it compiled on disk, so a later process compiles the same model "
+                  "in seconds."]
     if choices.get("expert_batching"):
         lines += ["", "## Experts of one mixture, one by one vs batched (training step, images/s)",
                   "", "`MixtureOfExperts` runs its experts one by one; batched is the same "
@@ -281,8 +285,4 @@ def write_choices_report(choices: dict, wall_time_s: float, reports_root=None):
         for name, rates in choices["expert_batching"].items():
             lines.append(f"| {name} | {rates['one by one']:.0f} | {rates['batched']:.0f} | "
                          f"×{rates['batched'] / rates['one by one']:.2f} |")
-    if choices.get("compile") or choices.get("scoring_compile"):
-        lines += ["", "The first steps include compiling, once per model and machine: inductor "
-                  "keeps what it compiled on disk, so a later process compiles the same model "
-                  "in seconds."]
     return write_text_atomic(target.with_suffix(".md"), "\n".join(lines) + "\n")
