@@ -28,6 +28,14 @@ def test_coverage_classes_are_strictly_below_the_threshold():
     assert coverage_classes(accuracy, threshold=0.95) == [0, 1, 2, 4]
 
 
+def test_coverage_classes_top_up_with_the_next_worst_to_at_least():
+    accuracy = np.array([0.9, 0.49, 0.7, np.nan, 0.1])
+    assert coverage_classes(accuracy, at_least=3) == [1, 2, 4]
+    assert coverage_classes(accuracy, at_least=1) == [1, 4]  # already two below 0.5
+    assert coverage_classes(accuracy, threshold=0.05, at_least=2) == [1, 4]
+    assert coverage_classes(accuracy, at_least=9) == [0, 1, 2, 4]  # NaN never counts
+
+
 def test_training_index_counts_and_labels():
     index, labels = coverage_training_index(TRAIN_LABELS, [3, 1], per_hard=10, per_other=2,
                                             seed=0)

@@ -13,16 +13,19 @@ import numpy as np
 
 from vipnb.errors import VipnbError
 from vipnb.eval.fusion import hard_vote
+from vipnb.eval.metrics import hard_classes
 
 OTHER = "other"
 RULES = ("literal", "replace")
 
 
-def coverage_classes(per_class_accuracy: np.ndarray, threshold: float = 0.5) -> list[int]:
+def coverage_classes(per_class_accuracy: np.ndarray, threshold: float = 0.5,
+                     at_least: int = 0) -> list[int]:
     """Sorted indices of the classes whose accuracy is below `threshold` (§III.E: 136 classes
-    below 0.5). Classes with NaN accuracy (no validation images) are left out."""
-    accuracy = np.asarray(per_class_accuracy, dtype=np.float64).reshape(-1)
-    return [int(i) for i in np.flatnonzero(accuracy < threshold)]  # NaN < t is False
+    below 0.5), topped up with the next-worst classes to `at_least` where fewer are below it.
+    Classes with NaN accuracy (no validation images) are left out."""
+    return sorted(c["class_index"]
+                  for c in hard_classes(per_class_accuracy, None, threshold, k_worst=at_least))
 
 
 def _hard_list(hard: Sequence[int], num_classes: int | None = None) -> list[int]:

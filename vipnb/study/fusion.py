@@ -82,10 +82,11 @@ class Coverage:
 
 
 def hard_classes_of(fusion: Fusion, val_labels: np.ndarray, num_classes: int,
-                    threshold: float) -> list[int]:
-    """Classes whose validation accuracy under the stage-2 fusion is below `threshold`."""
+                    threshold: float, at_least: int = 0) -> list[int]:
+    """Classes whose validation accuracy under the stage-2 fusion is below `threshold`, or
+    the `at_least` worst of them on validation where fewer are below it."""
     return coverage_classes(per_class_accuracy(fusion.stage2_val, val_labels, num_classes),
-                            threshold)
+                            threshold, at_least)
 
 
 def run_coverage(fusion: Fusion, hard: list[int], coverage_runs: Sequence[RunDir],
