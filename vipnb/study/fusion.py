@@ -83,8 +83,8 @@ class Coverage:
 
 def hard_classes_of(fusion: Fusion, val_labels: np.ndarray, num_classes: int,
                     threshold: float, at_least: int = 0) -> list[int]:
-    """Classes whose validation accuracy under the stage-2 fusion is below `threshold`, or
-    the `at_least` worst of them on validation where fewer are below it."""
+    """Classes whose validation accuracy under the stage-2 fusion is below `threshold`,
+    topped up with the next-worst classes on validation to `at_least`."""
     return coverage_classes(per_class_accuracy(fusion.stage2_val, val_labels, num_classes),
                             threshold, at_least)
 
