@@ -65,6 +65,7 @@ from vipnb.bench import throughput_table
 from vipnb.engine import load_recipe
 from vipnb.engine.parallel import default_processes, train_many
 from vipnb.engine.recipe import paper_reference
+from vipnb.eval.coverage import coverage_classes
 from vipnb.eval.metrics import confusion_matrix, hard_classes, per_class_accuracy
 from vipnb.losses import bi_tempered_logistic_loss, taylor_cross_entropy
 from vipnb.report.ablations import write_ablations, write_claims
@@ -73,7 +74,7 @@ from vipnb.report.plots import confusion_heatmap, per_class_accuracy_plot
 from vipnb.report.runs_table import write_runs_table
 from vipnb.report.tables import ResultRow, write_hard_classes, write_table
 from vipnb.study.claims import Claim, Result, against_baselines, assess
-from vipnb.study.fusion import fuse, hard_classes_of, run_coverage, tta_score_many, tta_scores
+from vipnb.study.fusion import fuse, run_coverage, tta_score_many, tta_scores
 from vipnb.study.more_seeds import add_seeds_where_wide
 from vipnb.study.plan import show_plan
 from vipnb.study.seed_groups import common_seeds, on_common_seeds, train_seed_groups
@@ -434,13 +435,13 @@ display(Markdown(fusion_md.read_text()))
 # %%
 HARD_THRESHOLD = 0.5
 MIN_HARD = 0 if profile == "paper" else 2
-hard = {s: hard_classes_of(fusions[s], val_labels, len(classes), HARD_THRESHOLD, MIN_HARD)
-        for s in fusion_seeds}
+hard = {}
 for s in fusion_seeds:
     val_accuracy = per_class_accuracy(fusions[s].stage2_val, val_labels, len(classes))
-    worst = np.argsort(val_accuracy, kind="stable")[:4]  # ties as hard_classes_of breaks them
+    hard[s] = coverage_classes(val_accuracy, HARD_THRESHOLD, MIN_HARD)
+    worst = hard_classes(val_accuracy, classes, HARD_THRESHOLD, k_worst=4)[:4]
     print(f"seed {s}: hard classes {[classes[c] for c in hard[s]]}; fused val accuracy of the "
-          "four worst: " + ", ".join(f"{classes[c]} {val_accuracy[c]:.2f}" for c in worst))
+          "four worst: " + ", ".join(f"{w['class_name']} {w['accuracy']:.2f}" for w in worst))
 
 
 # every seed's coverage models trained and scored together

@@ -16,7 +16,6 @@ from vipnb.eval.coverage import (
     coverage_labels,
     coverage_training_index,
 )
-from vipnb.study.fusion import Fusion, hard_classes_of
 
 # 5 classes, class c has 3 + c training images, interleaved
 TRAIN_LABELS = np.array([c for c in range(5) for _ in range(3 + c)])[
@@ -36,13 +35,6 @@ def test_coverage_classes_top_up_with_the_next_worst_to_at_least():
     assert coverage_classes(accuracy, threshold=0.05, at_least=2) == [1, 4]
     assert coverage_classes(accuracy, at_least=9) == [0, 1, 2, 4]  # NaN never counts
     assert coverage_classes(np.array([0.6, 0.6, 0.1]), at_least=2) == [0, 2]  # ties: lower index
-
-
-def test_hard_classes_of_reads_the_fusions_validation_labels():
-    val_labels = np.array([0, 0, 1, 1, 2, 2])
-    fused = Fusion({}, {}, stage2_val=np.array([0, 0, 1, 0, 0, 1]), stage2_test=np.array([]))
-    assert hard_classes_of(fused, val_labels, 3, 0.5) == [2]  # accuracies 1.0, 0.5, 0.0
-    assert hard_classes_of(fused, val_labels, 3, 0.5, at_least=2) == [1, 2]
 
 
 def test_training_index_counts_and_labels():

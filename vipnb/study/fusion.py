@@ -12,9 +12,8 @@ import numpy as np
 from vipnb.engine.parallel import rescore_many
 from vipnb.engine.rescore import rescore
 from vipnb.engine.rundir import RunDir, SplitLogits
-from vipnb.eval.coverage import cover, coverage_classes, coverage_hard_vote
+from vipnb.eval.coverage import cover, coverage_hard_vote
 from vipnb.eval.fusion import two_stage_fusion
-from vipnb.eval.metrics import per_class_accuracy
 
 TTA_VIEWS = "paper_tta"  # centre, flip, colour jitter, Gaussian noise, rotation
 
@@ -79,14 +78,6 @@ class Coverage:
     hard: list[int]
     covered: dict[str, list[np.ndarray]]  # rule → one label array per coverage model
     final: dict[str, np.ndarray]  # rule → hard vote over the covered results
-
-
-def hard_classes_of(fusion: Fusion, val_labels: np.ndarray, num_classes: int,
-                    threshold: float, at_least: int = 0) -> list[int]:
-    """Classes whose validation accuracy under the stage-2 fusion is below `threshold`,
-    topped up with the next-worst classes on validation to `at_least`."""
-    return coverage_classes(per_class_accuracy(fusion.stage2_val, val_labels, num_classes),
-                            threshold, at_least)
 
 
 def run_coverage(fusion: Fusion, hard: list[int], coverage_runs: Sequence[RunDir],
