@@ -10,6 +10,7 @@ from vipnb.errors import VipnbError
 from vipnb.eval.metrics import (
     confusion_matrix,
     hard_classes,
+    label_changes,
     mean_std,
     per_class_accuracy,
     top1,
@@ -87,6 +88,18 @@ def test_hard_classes_is_threshold_union_k_worst_sorted():
     assert [row["class_index"] for row in hard_classes(accuracy, names, k_worst=1)] == [1, 3, 5]
     with pytest.raises(VipnbError, match="class names"):
         hard_classes(accuracy, names[:3])
+
+
+def test_label_changes_counts_fixed_and_broken_labels():
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    before = np.array([0, 1, 1, 0, 2, 0])
+    after = np.array([1, 1, 2, 1, 2, 0])  # broke 0, kept 1, fixed 2, wrong→wrong 3, kept 4, 5
+    assert label_changes(before, after, labels) == {"changed": 3, "fixed": 1, "broke": 1}
+    moved = label_changes(before, after, labels)
+    assert (moved["fixed"] - moved["broke"]) / labels.size == pytest.approx(
+        (after == labels).mean() - (before == labels).mean())
+    with pytest.raises(VipnbError, match="same images"):
+        label_changes(before, after[:5], labels)
 
 
 def test_mean_std_uses_sample_std():

@@ -92,6 +92,21 @@ def per_class_accuracy(predictions: Any, labels: Any, num_classes: int) -> np.nd
         return np.where(samples > 0, np.diag(counts) / samples, np.nan)
 
 
+def label_changes(before: Any, after: Any, labels: Any) -> dict[str, int]:
+    """What a step that relabels images did: how many labels it `changed`, how many of those
+    it `fixed` (wrong before, right after) and how many it `broke` (right before, wrong after).
+    The accuracy moves by (fixed − broke) / images."""
+    before, after = (_as_numpy(a).astype(np.int64).reshape(-1) for a in (before, after))
+    labels = _as_numpy(labels).astype(np.int64).reshape(-1)
+    if not before.shape == after.shape == labels.shape:
+        raise VipnbError(f"{before.size} labels before, {after.size} after and {labels.size} "
+                         "true labels; pass predictions on the same images in the same order")
+    changed = before != after
+    return {"changed": int(changed.sum()),
+            "fixed": int((changed & (after == labels)).sum()),
+            "broke": int((changed & (before == labels)).sum())}
+
+
 def hard_classes(
     per_class_acc: Any,
     class_names: Sequence[str] | None,
