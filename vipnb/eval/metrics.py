@@ -25,8 +25,13 @@ def _as_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def _class_indices(values: Any) -> np.ndarray:
+    """Class indices (predicted or true labels) as a flat int64 array."""
+    return _as_numpy(values).astype(np.int64).reshape(-1)
+
+
 def _scores_and_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    scores, labels = _as_numpy(scores), _as_numpy(labels).astype(np.int64).reshape(-1)
+    scores, labels = _as_numpy(scores), _class_indices(labels)
     if scores.ndim != 2:
         raise VipnbError(
             f"scores must be [num_samples, num_classes], got shape {scores.shape}; "
@@ -61,8 +66,7 @@ def top1(logits_or_probs: Any, labels: Any) -> float:
 def _checked_indices(
     predictions: Any, labels: Any, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    predictions = _as_numpy(predictions).astype(np.int64).reshape(-1)
-    labels = _as_numpy(labels).astype(np.int64).reshape(-1)
+    predictions, labels = _class_indices(predictions), _class_indices(labels)
     if predictions.shape != labels.shape:
         raise VipnbError(
             f"{predictions.size} predictions but {labels.size} labels; "
@@ -96,8 +100,7 @@ def label_changes(before: Any, after: Any, labels: Any) -> dict[str, int]:
     """What a step that relabels images did: how many labels it `changed`, how many of those
     it `fixed` (wrong before, right after) and how many it `broke` (right before, wrong after).
     The accuracy moves by (fixed − broke) / images."""
-    before, after = (_as_numpy(a).astype(np.int64).reshape(-1) for a in (before, after))
-    labels = _as_numpy(labels).astype(np.int64).reshape(-1)
+    before, after, labels = (_class_indices(a) for a in (before, after, labels))
     if not before.shape == after.shape == labels.shape:
         raise VipnbError(f"{before.size} labels before, {after.size} after and {labels.size} "
                          "true labels; pass predictions on the same images in the same order")
