@@ -46,8 +46,10 @@ def interleaved_medians(candidates: dict[str, Callable[[], float]],
 
 
 # The cpu models whose training step torch.compile is measured on (a first compile costs
-# about a minute each; inductor's on-disk cache makes later ones take seconds).
-COMPILE_RECIPES = ("moe_rs50", "moe_rs_sd50_n3", "vipf_resnext50")
+# about a minute each; inductor's on-disk cache makes later ones take seconds): notebook 01's
+# EfficientNet and RegNetY analogues train longest of all at `cpu`.
+COMPILE_RECIPES = ("moe_rs50", "moe_rs_sd50_n3", "vipf_resnext50", "moe_effnetb4",
+                   "moe_regnety080")
 
 
 def variant_rates(recipe_name: str, variants: dict[str, dict], places: dict,
