@@ -1,6 +1,7 @@
 """`vipnb plan`: the runs a notebook would train, and what they cost (issue 18, item 2)."""
 
 import ast
+import json
 import os
 
 import pandas as pd
@@ -219,3 +220,52 @@ def test_show_plan_prints_what_it_returns(tmp_path, capsys):
     plan = show_plan("00", "smoke", [0], tmp_path / "runs", OVERRIDES)
     assert capsys.readouterr().out.strip() == plan.as_text()
     assert device_kind() == plan.device
+
+
+# -- times of the committed reports ----------------------------------------------------------
+def _write_report(folder, rows, machine="Test CPU (2 cores), no GPU"):
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+    (folder / "provenance.json").write_text(json.dumps({"machine": machine}))
+
+
+def test_a_recipe_the_reports_trained_is_planned_at_their_median_seconds_per_epoch(tmp_path):
+    reports = tmp_path / "reports"
+    # 5, 6 and 10 s per epoch at smoke; a cpu run of the same recipe is another profile's
+    rows = [{"recipe": "baseline_resnet", "profile": profile, "epochs": epochs,
+             "wall_time_s": seconds}
+            for profile, epochs, seconds in (("smoke", 2, 10.0), ("smoke", 4, 24.0),
+                                             ("smoke", 1, 10.0), ("cpu", 40, 4000.0))]
+    _write_report(reports / "00_data_and_baseline", rows)
+    plan = plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
+                         reports_root=reports)
+    (run,) = plan.runs
+    assert run.rate.source == "reported" and run.epochs == 2
+    assert run.hours * 3600 == pytest.approx(6.0 * 2)
+    assert "seconds per epoch on Test CPU (2 cores)" in plan.as_text()
+    elsewhere = plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
+                              reports_root=tmp_path / "no-reports")
+    assert elsewhere.runs[0].rate.source == "FLOPs"
+
+
+def test_a_runs_table_the_plan_cannot_read_is_named_with_its_line(tmp_path):
+    rows = [{"recipe": "baseline_resnet", "profile": "smoke", "epochs": "two",
+             "wall_time_s": 10.0}]
+    _write_report(tmp_path / "reports" / "00_data_and_baseline", rows)
+    with pytest.raises(VipnbError, match=r"00_data_and_baseline/runs.csv, line 2: .*epochs"):
+        plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
+                      reports_root=tmp_path / "reports")
+
+
+def test_notebook_01s_plan_at_cpu_adds_up_to_what_its_committed_runs_took(tmp_path):
+    """On the committed reports: every three-seed run of notebook 01, dependencies included,
+    planned from their own times, sums to what they took (each recipe's seeds at its median)."""
+    reports = paths.project_root() / "reports"
+    table = pd.read_csv(reports / "01_moe_distillation" / "runs.csv")
+    three_seeds = table[table.seed <= 2]
+    plan = plan_notebook("01", "cpu", [0, 1, 2], tmp_path / "runs", OVERRIDES, device="none",
+                         reports_root=reports)
+    assert {run.rate.source for run in plan.runs} == {"reported"}
+    assert (sorted((run.recipe.name, run.recipe.seed) for run in plan.runs)
+            == sorted(zip(three_seeds.recipe, three_seeds.seed, strict=True)))
+    assert plan.hours * 3600 == pytest.approx(three_seeds.wall_time_s.sum(), rel=0.03)

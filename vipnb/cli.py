@@ -226,6 +226,7 @@ def _bench(args) -> None:
 
 def _plan(args) -> None:
     """The runs a notebook would train at a profile that are not finished yet, and their cost."""
+    from vipnb import paths
     from vipnb.bench import throughput_table
     from vipnb.engine.recipe import parse_overrides
     from vipnb.study.plan import plan_notebook
@@ -239,7 +240,8 @@ def _plan(args) -> None:
                          "non-negative integers, e.g. -p seeds=[0,1,2]")
     plan = plan_notebook(args.notebook, args.profile, seeds, _runs_root(args),
                          _with_data_places(settings),
-                         args.throughput or throughput_table(), args.device)
+                         args.throughput or throughput_table(), args.device,
+                         paths.reports_root(args.profile))
     print(plan.as_text())
 
 

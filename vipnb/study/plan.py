@@ -9,6 +9,9 @@ of device-hours:
 - measured: the throughput table (`reports/bench/throughput.csv`, written by
   `vipnb bench --save`) has this device's training rate for the recipe's model at its input
   size: hours = images seen ÷ images per second;
+- reported: otherwise, where the notebook's committed reports (`reports/<notebook>/runs.csv`)
+  hold runs of the recipe at this profile: their median seconds per epoch, scoring included,
+  on the machine the reports' provenance names, × this run's epochs;
 - FLOPs: otherwise, the model's forward FLOPs per image (torch's FlopCounterMode on the model
   as the trainer builds it), × 3 for forward + backward, over `ASSUMED_FLOPS_PER_S`.
 
@@ -24,6 +27,8 @@ import csv
 import io
 import json
 import math
+import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,14 +396,50 @@ def _throughput_rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+# -- times reported ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportedTimes:
+    """What the runs behind a notebook's committed reports took: (recipe, profile) → median
+    seconds per epoch (scoring included), on the machine the reports name."""
+
+    runs_csv: Path
+    machine: str
+    seconds_per_epoch: dict[tuple[str, str], float]
+
+
+def reported_times(report_dir: str | Path) -> ReportedTimes | None:
+    """The times in `report_dir/runs.csv` (vipnb.report.runs_table); None where there is none."""
+    runs_csv = Path(report_dir) / "runs.csv"
+    if not runs_csv.exists():
+        return None
+    per_epoch = defaultdict(list)
+    reader = csv.DictReader(io.StringIO(runs_csv.read_text(encoding="utf-8")))
+    for line, row in enumerate(reader, 2):
+        try:
+            epochs, seconds = int(row["epochs"]), float(row["wall_time_s"])
+            key = (row["recipe"], row["profile"])
+        except (KeyError, TypeError, ValueError):
+            raise VipnbError(f"{runs_csv}, line {line}: needs recipe, profile, a whole number of "
+                             "epochs and wall_time_s in seconds; regenerate the report with "
+                             "`vipnb run`, or delete the file to plan without it") from None
+        if epochs > 0 and seconds > 0:
+            per_epoch[key].append(seconds / epochs)
+    provenance = Path(report_dir) / "provenance.json"
+    machine = (json.loads(provenance.read_text(encoding="utf-8")).get("machine", "unknown")
+               if provenance.exists() else "a machine the report does not name")
+    return ReportedTimes(runs_csv, machine,
+                         {key: statistics.median(values) for key, values in per_epoch.items()})
+
+
 # -- the plan ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rate:
-    """Images per second of a run: in training, and scored (forward only, with its views)."""
+    """Images per second of a run: in training, and scored (forward only, with its views);
+    a reported rate counts the scoring in its training rate."""
 
     train: float
     score: float
-    source: str  # "measured" | "FLOPs"
+    source: str  # "measured" | "reported" | "FLOPs"
 
 
 @dataclass(frozen=True)
@@ -447,6 +488,7 @@ class Plan:
     device: str
     throughput: Path | None
     runs_root: Path
+    reported: ReportedTimes | None = None
 
     @property
     def hours(self) -> float:
@@ -476,7 +518,11 @@ class Plan:
                  f"(reused), {len(self.runs)} to train; each run's time: training and its scoring",
                  f"estimates: measured where {self.throughput or 'the throughput table'} has "
                  f"an entry of this device ({self.device}) for the model and input size; else "
-                 f"forward FLOPs x {STEP_IN_FORWARDS} at {ASSUMPTION}; hours on one such device",
+                 + (f"reported where {self.reported.runs_csv} has the recipe at this profile "
+                    f"(seconds per epoch on {self.reported.machine}); else "
+                    if self.reported else "")
+                 + f"forward FLOPs x {STEP_IN_FORWARDS} at {ASSUMPTION}; hours on one such "
+                 "device, summed over the runs",
                  ""]
         lines += ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                             for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
@@ -485,7 +531,8 @@ class Plan:
         lines += ["",
                   f"total: {len(self.runs)} run(s) to train, {self.images_seen:,} images seen, "
                   f"{self.hours:,.1f} device-hours (measured {self.hours_by_source('measured'):,.1f}"
-                  f" h, from FLOPs {self.hours_by_source('FLOPs'):,.1f} h)"]
+                  f" h, reported {self.hours_by_source('reported'):,.1f} h, from FLOPs "
+                  f"{self.hours_by_source('FLOPs'):,.1f} h)"]
         if paper_sized:
             lines.append(f"{paper_sized} runs sized from the papers' splits: their data is not "
                          "on this machine (pass -p data_root=DIR to count it)")
@@ -494,15 +541,18 @@ class Plan:
 
 def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: str | Path,
                   overrides: dict | None = None, throughput: str | Path | None = None,
-                  device: str | None = None) -> Plan:
+                  device: str | None = None, reports_root: str | Path | None = None) -> Plan:
     """The runs `notebook` would train at `profile` for `seeds` that are not finished under
     `runs_root`, dependencies first and each once. `overrides`: the recipe settings the
     notebook passes (`data_dir`, `data_root`); `throughput`: the table of measured rates
-    (None: FLOPs only); `device`: whose measured rates to use (default: this machine's)."""
+    (None: FLOPs only); `device`: whose measured rates to use (default: this machine's);
+    `reports_root`: where the notebook's reports, and the times of their runs, are (None: not
+    used)."""
     stem = notebook_stem(notebook)
     wanted = notebook_recipes(stem, profile)
     runs_root, overrides = Path(runs_root), dict(overrides or {})
     measured = read_throughput(throughput) if throughput else {}
+    reported = reported_times(Path(reports_root) / stem) if reports_root else None
     device = device or device_kind()
     planned: dict[str, PlannedRun] = {}
     reused: set[str] = set()
@@ -517,7 +567,7 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
         for key in DEPENDENCY_KEYS:
             if getattr(recipe, key):
                 visit(recipe.dependency(key), f"{key} of {recipe.name}")
-        planned[name] = _planned(recipe, measured, device, needed_for)
+        planned[name] = _planned(recipe, measured, reported, device, needed_for)
 
     for name in wanted.recipes:
         for seed in seeds:
@@ -529,15 +579,15 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
             if any(RunDir(path).finished for path in runs_root.glob(f"{prefix}*")):
                 reused.add(prefix)
                 continue
-            planned[prefix] = _planned(recipe, measured, device, "",
+            planned[prefix] = _planned(recipe, measured, reported, device, "",
                                        "hard classes chosen while the notebook runs",
                                        coverage=True)
     return Plan(stem, profile, tuple(seeds), tuple(planned.values()), len(reused), device,
-                Path(throughput) if throughput else None, runs_root)
+                Path(throughput) if throughput else None, runs_root, reported)
 
 
-def _planned(recipe: Recipe, measured: dict, device: str, needed_for: str,
-             note: str = "", coverage: bool = False) -> PlannedRun:
+def _planned(recipe: Recipe, measured: dict, reported: ReportedTimes | None, device: str,
+             needed_for: str, note: str = "", coverage: bool = False) -> PlannedRun:
     sizes = split_sizes(recipe, coverage)
     train, val, test = (sum(s.values()) for s in (sizes.train, sizes.val, sizes.test))
     validations = sum(map(recipe.validates_after, range(1, recipe.total_epochs + 1)))
@@ -547,8 +597,9 @@ def _planned(recipe: Recipe, measured: dict, device: str, needed_for: str,
         val_images, final = test, 0
     else:  # val at each validation (the last reused), test at the end
         val_images, final = val, test
-    return PlannedRun(recipe, _whole_batches(recipe, train), val_images, validations, final,
-                      sizes.source, _rate(recipe, len(sizes.train), measured, device),
+    train_images = _whole_batches(recipe, train)
+    return PlannedRun(recipe, train_images, val_images, validations, final, sizes.source,
+                      _rate(recipe, len(sizes.train), train_images, measured, reported, device),
                       needed_for, note)
 
 
@@ -561,24 +612,31 @@ def _whole_batches(recipe: Recipe, images: int) -> int:
     return images // size * size
 
 
-def _rate(recipe: Recipe, num_classes: int, measured: dict, device: str) -> Rate:
+def _rate(recipe: Recipe, num_classes: int, train_images: int, measured: dict,
+          reported: ReportedTimes | None, device: str) -> Rate:
     """Measured for a plain timm model (what `vipnb bench` trains: the baseline recipe with
-    another model), else from FLOPs."""
-    views = scored_views(recipe)
+    another model), else reported, else from FLOPs."""
     plain = (recipe.architecture == "timm" and recipe.stage == "supervised"
              and recipe.experts == 1 and not recipe.teacher and not recipe.model_kwargs
              and not recipe.global_pool)
+    views = scored_views(recipe)
     images_per_s = measured.get((device, recipe.model, recipe.input_size)) if plain else None
     if images_per_s:
         return Rate(images_per_s, images_per_s * STEP_IN_FORWARDS / views, "measured")
+    seconds_per_epoch = (reported.seconds_per_epoch.get((recipe.name, recipe.profile))
+                         if reported else None)
+    if seconds_per_epoch:
+        return Rate(train_images / seconds_per_epoch, math.inf, "reported")
     score = forward_flops(recipe, num_classes) * views
     return Rate(ASSUMED_FLOPS_PER_S / train_step_flops(recipe, num_classes),
                 ASSUMED_FLOPS_PER_S / score, "FLOPs")
 
 
 def show_plan(notebook: str, profile: str, seeds: Sequence[int], runs_root: str | Path,
-              overrides: dict | None = None, throughput: str | Path | None = None) -> Plan:
+              overrides: dict | None = None, throughput: str | Path | None = None,
+              reports_root: str | Path | None = None) -> Plan:
     """Print the plan (a notebook's first cell at `paper` calls this) and return it."""
-    plan = plan_notebook(notebook, profile, seeds, runs_root, overrides, throughput)
+    plan = plan_notebook(notebook, profile, seeds, runs_root, overrides, throughput,
+                         reports_root=reports_root)
     print(plan.as_text())
     return plan
