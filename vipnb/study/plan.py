@@ -425,8 +425,10 @@ def reported_times(report_dir: str | Path) -> ReportedTimes | None:
         if epochs > 0 and seconds > 0:
             per_epoch[key].append(seconds / epochs)
     provenance = Path(report_dir) / "provenance.json"
-    machine = (json.loads(provenance.read_text(encoding="utf-8")).get("machine", "unknown")
-               if provenance.exists() else "a machine the report does not name")
+    try:
+        machine = json.loads(provenance.read_text(encoding="utf-8"))["machine"]
+    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: times still hold
+        machine = "a machine the report does not name"
     return ReportedTimes(runs_csv, machine,
                          {key: statistics.median(values) for key, values in per_epoch.items()})
 
