@@ -16,6 +16,7 @@ from vipnb.engine.recipe import PROFILES, find_recipe
 from vipnb.errors import VipnbError
 from vipnb.study.plan import (
     NOTEBOOKS,
+    STEP_IN_FORWARDS,
     THROUGHPUT_COLUMNS,
     device_kind,
     forward_flops,
@@ -23,6 +24,7 @@ from vipnb.study.plan import (
     plan_notebook,
     read_throughput,
     record_throughput,
+    scored_views,
     show_plan,
     split_sizes,
 )
@@ -232,27 +234,50 @@ def _write_report(folder, rows, machine="Test CPU (2 cores), no GPU"):
 def test_a_recipe_the_reports_trained_is_planned_at_their_median_seconds_per_epoch(tmp_path):
     reports = tmp_path / "reports"
     # 5, 6 and 10 s per epoch at smoke; a cpu run of the same recipe is another profile's
-    rows = [{"recipe": "baseline_resnet", "profile": profile, "epochs": epochs,
-             "wall_time_s": seconds}
-            for profile, epochs, seconds in (("smoke", 2, 10.0), ("smoke", 4, 24.0),
-                                             ("smoke", 1, 10.0), ("cpu", 40, 4000.0))]
+    # 5, 6 and 10 s per epoch at smoke; the same recipe at cpu, and at smoke with another lr,
+    # are other runs
+    rows = [{"recipe": "baseline_resnet", "profile": profile, "overrides": overrides,
+             "epochs": epochs, "wall_time_s": seconds}
+            for profile, overrides, epochs, seconds in (
+                ("smoke", "{}", 2, 10.0), ("smoke", "{}", 4, 24.0), ("smoke", "{}", 1, 10.0),
+                ("cpu", "{}", 40, 4000.0), ("smoke", '{"lr": 0.5}', 2, 400.0))]
     _write_report(reports / "00_data_and_baseline", rows)
     plan = plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
                          reports_root=reports)
     (run,) = plan.runs
     assert run.rate.source == "reported" and run.epochs == 2
-    assert run.hours * 3600 == pytest.approx(6.0 * 2)
+    assert run.train_seconds == pytest.approx(6.0 * 2)
+    # the validations are in those seconds; the final test is scored at the rate they imply
+    assert run.score_seconds == pytest.approx(
+        run.final_images / (run.train_images / 6.0 * STEP_IN_FORWARDS / scored_views(run.recipe)))
     assert "seconds per epoch on Test CPU (2 cores)" in plan.as_text()
-    elsewhere = plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
-                              reports_root=tmp_path / "no-reports")
-    assert elsewhere.runs[0].rate.source == "FLOPs"
+    other_lr = plan_notebook("00", "smoke", [0], tmp_path / "runs", {**OVERRIDES, "lr": 0.5},
+                             device="none", reports_root=reports)
+    assert other_lr.runs[0].train_seconds == pytest.approx(400.0)
+    for elsewhere in (plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES,
+                                    device="none", reports_root=tmp_path / "no-reports"),
+                      plan_notebook("00", "smoke", [0], tmp_path / "runs",
+                                    {**OVERRIDES, "lr": 0.3}, device="none",
+                                    reports_root=reports)):
+        assert elsewhere.runs[0].rate.source == "FLOPs"
+
+
+def test_cli_plan_reads_the_times_of_the_profiles_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VIPNB_REPORTS", str(tmp_path / "reports"))
+    _write_report(tmp_path / "reports" / "00_data_and_baseline",
+                  [{"recipe": "baseline_resnet", "profile": "smoke", "overrides": "{}",
+                    "epochs": 2, "wall_time_s": 7200.0}])
+    assert main(["plan", "00", "--profile", "smoke", "--runs", str(tmp_path / "runs"),
+                 "--device", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "seconds per epoch on Test CPU" in out and "from FLOPs 0.0 h)" in out
 
 
 def test_a_runs_table_the_plan_cannot_read_is_named_with_its_line(tmp_path):
-    rows = [{"recipe": "baseline_resnet", "profile": "smoke", "epochs": "two",
-             "wall_time_s": 10.0}]
+    rows = [{"recipe": "baseline_resnet", "profile": "smoke", "overrides": "{}",
+             "epochs": "two", "wall_time_s": 10.0}]
     _write_report(tmp_path / "reports" / "00_data_and_baseline", rows)
-    with pytest.raises(VipnbError, match=r"00_data_and_baseline/runs.csv, line 2: .*epochs"):
+    with pytest.raises(VipnbError, match=r"00_data_and_baseline/runs.csv, line 2: epochs 'two'"):
         plan_notebook("00", "smoke", [0], tmp_path / "runs", OVERRIDES, device="none",
                       reports_root=tmp_path / "reports")
 
@@ -268,4 +293,6 @@ def test_notebook_01s_plan_at_cpu_adds_up_to_what_its_committed_runs_took(tmp_pa
     assert {run.rate.source for run in plan.runs} == {"reported"}
     assert (sorted((run.recipe.name, run.recipe.seed) for run in plan.runs)
             == sorted(zip(three_seeds.recipe, three_seeds.seed, strict=True)))
-    assert plan.hours * 3600 == pytest.approx(three_seeds.wall_time_s.sum(), rel=0.03)
+    trained = sum(run.train_seconds for run in plan.runs)
+    assert trained == pytest.approx(three_seeds.wall_time_s.sum(), rel=0.03)
+    assert plan.hours * 3600 > trained  # and each run's final test, scored after

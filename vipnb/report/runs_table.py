@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from vipnb.atomic import write_text_atomic
-from vipnb.engine.recipe import DEPENDENCY_KEYS, load_recipe
+from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe, load_recipe
 from vipnb.engine.rundir import RunDir, runs_read
 from vipnb.errors import VipnbError
 from vipnb.report.csv_file import write_csv
@@ -28,16 +28,20 @@ _NOT_OVERRIDES = {"description", "workers", "data_dir", "cache_dir", "overrides"
 
 def run_row(run: RunDir) -> dict:
     """One run's row: names, top-1 in percent (val: the selection metric), cost."""
-    summary = run.summary()
-    recipe = _as_saved(run.recipe.to_dict())
-    overrides = recipe_overrides(recipe)
-    return {"run": run.path.name, "recipe": recipe["name"], "profile": recipe["profile"],
-            "seed": recipe["seed"],
+    summary, recipe = run.summary(), run.recipe
+    overrides = settings_beyond_shipped(recipe)
+    return {"run": run.path.name, "recipe": recipe.name, "profile": recipe.profile,
+            "seed": recipe.seed,
             "overrides": "" if overrides is None else json.dumps(overrides, sort_keys=True),
             "val_top1": _percent(summary.get("val_top1")),
             "test_top1": _percent(summary.get("test_top1")), "epochs": summary.get("epochs"),
             "wall_time_s": f"{summary.get('wall_time_s', 0.0):.1f}",
             "device": summary.get("device")}
+
+
+def settings_beyond_shipped(recipe: Recipe) -> dict | None:
+    """`recipe_overrides` of a loaded recipe: what its `runs.csv` row says it overrides."""
+    return recipe_overrides(_as_saved(recipe.to_dict()))
 
 
 def recipe_overrides(recipe: dict) -> dict | None:

@@ -10,8 +10,10 @@ of device-hours:
   `vipnb bench --save`) has this device's training rate for the recipe's model at its input
   size: hours = images seen ÷ images per second;
 - reported: otherwise, where the notebook's committed reports (`reports/<notebook>/runs.csv`)
-  hold runs of the recipe at this profile: their median seconds per epoch, scoring included,
-  on the machine the reports' provenance names, × this run's epochs;
+  hold runs of the recipe at this profile with the same settings: their median seconds per
+  epoch (training and its validations, as `vipnb run` trained them on the machine the reports'
+  provenance names, several at a time) × this run's epochs; the final scoring at the rate
+  that implies, as for a measured rate;
 - FLOPs: otherwise, the model's forward FLOPs per image (torch's FlopCounterMode on the model
   as the trainer builds it), × 3 for forward + backward, over `ASSUMED_FLOPS_PER_S`.
 
@@ -42,6 +44,7 @@ from vipnb.engine.recipe import DEPENDENCY_KEYS, Recipe, load_recipe
 from vipnb.engine.rundir import RunDir
 from vipnb.errors import VipnbError
 from vipnb.report.header import format_duration, machine_description
+from vipnb.report.runs_table import settings_beyond_shipped
 
 # -- the recipes each notebook trains -------------------------------------------------------
 # Declared here so that a plan needs no notebook to run. The notebooks (notebooks/0*.py) must
@@ -399,12 +402,25 @@ def _throughput_rows(path: Path) -> list[dict[str, str]]:
 # -- times reported ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReportedTimes:
-    """What the runs behind a notebook's committed reports took: (recipe, profile) → median
-    seconds per epoch (scoring included), on the machine the reports name."""
+    """What the runs behind a notebook's committed reports took: (recipe, profile, settings
+    beyond the shipped recipe) → median seconds per epoch, training and its validations, on
+    the machine the reports name."""
 
     runs_csv: Path
     machine: str
-    seconds_per_epoch: dict[tuple[str, str], float]
+    seconds_per_epoch: dict[tuple[str, str, str], float]
+
+
+# Coverage runs are told their hard classes while the notebook runs: a plan cannot know them.
+_CHOSEN_WHILE_RUNNING = ("coverage_classes",)
+
+
+def settings_key(overrides: dict | None) -> str:
+    """A run's settings beyond its shipped recipe (`runs.csv`'s overrides), as one string."""
+    if overrides is None:
+        return "not shipped"
+    return json.dumps({k: v for k, v in overrides.items() if k not in _CHOSEN_WHILE_RUNNING},
+                      sort_keys=True)
 
 
 def reported_times(report_dir: str | Path) -> ReportedTimes | None:
@@ -417,11 +433,14 @@ def reported_times(report_dir: str | Path) -> ReportedTimes | None:
     for line, row in enumerate(reader, 2):
         try:
             epochs, seconds = int(row["epochs"]), float(row["wall_time_s"])
-            key = (row["recipe"], row["profile"])
-        except (KeyError, TypeError, ValueError):
-            raise VipnbError(f"{runs_csv}, line {line}: needs recipe, profile, a whole number of "
-                             "epochs and wall_time_s in seconds; regenerate the report with "
-                             "`vipnb run`, or delete the file to plan without it") from None
+            overrides = json.loads(row["overrides"]) if row["overrides"] else None
+            key = (row["recipe"], row["profile"], settings_key(overrides))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise VipnbError(
+                f"{runs_csv}, line {line}: epochs {row.get('epochs')!r}, wall_time_s "
+                f"{row.get('wall_time_s')!r} and overrides {row.get('overrides')!r} are not a "
+                "whole number, seconds and a JSON object (or empty); restore the file "
+                f"(`git checkout -- {runs_csv}`) or regenerate it with `vipnb run`") from None
         if epochs > 0 and seconds > 0:
             per_epoch[key].append(seconds / epochs)
     provenance = Path(report_dir) / "provenance.json"
@@ -437,7 +456,7 @@ def reported_times(report_dir: str | Path) -> ReportedTimes | None:
 @dataclass(frozen=True)
 class Rate:
     """Images per second of a run: in training, and scored (forward only, with its views);
-    a reported rate counts the scoring in its training rate."""
+    a reported training rate holds its validations."""
 
     train: float
     score: float
@@ -472,7 +491,8 @@ class PlannedRun:
 
     @property
     def score_seconds(self) -> float:
-        scored = self.val_images * self.validations + self.final_images
+        validations = 0 if self.rate.source == "reported" else self.validations
+        scored = self.val_images * validations + self.final_images
         return scored / self.rate.score
 
     @property
@@ -521,7 +541,8 @@ class Plan:
                  f"estimates: measured where {self.throughput or 'the throughput table'} has "
                  f"an entry of this device ({self.device}) for the model and input size; else "
                  + (f"reported where {self.reported.runs_csv} has the recipe at this profile "
-                    f"(seconds per epoch on {self.reported.machine}); else "
+                    f"with the same settings (seconds per epoch on {self.reported.machine}, "
+                    "runs trained there several at a time); else "
                     if self.reported else "")
                  + f"forward FLOPs x {STEP_IN_FORWARDS} at {ASSUMPTION}; hours on one such "
                  "device, summed over the runs",
@@ -625,10 +646,12 @@ def _rate(recipe: Recipe, num_classes: int, train_images: int, measured: dict,
     images_per_s = measured.get((device, recipe.model, recipe.input_size)) if plain else None
     if images_per_s:
         return Rate(images_per_s, images_per_s * STEP_IN_FORWARDS / views, "measured")
-    seconds_per_epoch = (reported.seconds_per_epoch.get((recipe.name, recipe.profile))
-                         if reported else None)
-    if seconds_per_epoch:
-        return Rate(train_images / seconds_per_epoch, math.inf, "reported")
+    if reported and train_images:
+        key = (recipe.name, recipe.profile, settings_key(settings_beyond_shipped(recipe)))
+        seconds_per_epoch = reported.seconds_per_epoch.get(key)
+        if seconds_per_epoch:
+            images_per_s = train_images / seconds_per_epoch
+            return Rate(images_per_s, images_per_s * STEP_IN_FORWARDS / views, "reported")
     score = forward_flops(recipe, num_classes) * views
     return Rate(ASSUMED_FLOPS_PER_S / train_step_flops(recipe, num_classes),
                 ASSUMED_FLOPS_PER_S / score, "FLOPs")
