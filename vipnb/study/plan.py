@@ -415,7 +415,7 @@ class ReportedTimes:
 _CHOSEN_WHILE_RUNNING = ("coverage_classes",)
 
 
-def settings_key(overrides: dict | None) -> str:
+def _settings_key(overrides: dict | None) -> str:
     """A run's settings beyond its shipped recipe (`runs.csv`'s overrides), as one string."""
     if overrides is None:
         return "not shipped"
@@ -434,7 +434,7 @@ def reported_times(report_dir: str | Path) -> ReportedTimes | None:
         try:
             epochs, seconds = int(row["epochs"]), float(row["wall_time_s"])
             overrides = json.loads(row["overrides"]) if row["overrides"] else None
-            key = (row["recipe"], row["profile"], settings_key(overrides))
+            key = (row["recipe"], row["profile"], _settings_key(overrides))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise VipnbError(
                 f"{runs_csv}, line {line}: epochs {row.get('epochs')!r}, wall_time_s "
@@ -647,7 +647,7 @@ def _rate(recipe: Recipe, num_classes: int, train_images: int, measured: dict,
     if images_per_s:
         return Rate(images_per_s, images_per_s * STEP_IN_FORWARDS / views, "measured")
     if reported and train_images:
-        key = (recipe.name, recipe.profile, settings_key(settings_beyond_shipped(recipe)))
+        key = (recipe.name, recipe.profile, _settings_key(settings_beyond_shipped(recipe)))
         seconds_per_epoch = reported.seconds_per_epoch.get(key)
         if seconds_per_epoch:
             images_per_s = train_images / seconds_per_epoch
