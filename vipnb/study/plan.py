@@ -650,8 +650,12 @@ def _rate(recipe: Recipe, num_classes: int, train_images: int, measured: dict,
         key = (recipe.name, recipe.profile, _settings_key(settings_beyond_shipped(recipe)))
         seconds_per_epoch = reported.seconds_per_epoch.get(key)
         if seconds_per_epoch:
+            # a training image costs what train_step_flops counts: 3 forwards, 1 for a fusion
+            # head on frozen experts, more with a teacher
+            forwards = (train_step_flops(recipe, num_classes)
+                        / forward_flops(recipe, num_classes))
             images_per_s = train_images / seconds_per_epoch
-            return Rate(images_per_s, images_per_s * STEP_IN_FORWARDS / views, "reported")
+            return Rate(images_per_s, images_per_s * forwards / views, "reported")
     score = forward_flops(recipe, num_classes) * views
     return Rate(ASSUMED_FLOPS_PER_S / train_step_flops(recipe, num_classes),
                 ASSUMED_FLOPS_PER_S / score, "FLOPs")
