@@ -233,7 +233,6 @@ def _write_report(folder, rows, machine="Test CPU (2 cores), no GPU"):
 
 def test_a_recipe_the_reports_trained_is_planned_at_their_median_seconds_per_epoch(tmp_path):
     reports = tmp_path / "reports"
-    # 5, 6 and 10 s per epoch at smoke; a cpu run of the same recipe is another profile's
     # 5, 6 and 10 s per epoch at smoke; the same recipe at cpu, and at smoke with another lr,
     # are other runs
     rows = [{"recipe": "baseline_resnet", "profile": profile, "overrides": overrides,
