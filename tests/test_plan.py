@@ -103,6 +103,20 @@ def test_plan_lists_the_unfinished_runs_and_leaves_out_a_finished_one(tmp_path):
     assert after.reused == 1 and after.hours == pytest.approx(before.hours / 2)
 
 
+def test_a_plan_lists_each_split_of_a_dataset_once_however_many_runs_use_it(tmp_path,
+                                                                            monkeypatch):
+    import vipnb.data.layout as layout
+
+    scanned = []
+    scan_split = layout.scan_split
+    monkeypatch.setattr(layout, "scan_split",
+                        lambda root, split: scanned.append((str(root), split))
+                        or scan_split(root, split))
+    plan = plan_notebook("01", "cpu", [0, 1], tmp_path / "runs", OVERRIDES, device="none")
+    assert len(plan.runs) == 88 and {run.data for run in plan.runs} == {"dataset"}
+    assert sorted(split for _, split in scanned) == ["test", "train", "val"]
+
+
 def test_dependencies_are_listed_once_each_before_the_runs_that_need_them(tmp_path):
     plan = plan_notebook("01", "paper", [0], tmp_path / "runs", OVERRIDES, device="none")
     names = [r.recipe.name for r in plan.runs]

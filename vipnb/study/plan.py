@@ -167,12 +167,14 @@ class SplitSizes:
     source: str  # "dataset" | "paper size"
 
 
-def split_sizes(recipe: Recipe, coverage: bool = False) -> SplitSizes:
+def split_sizes(recipe: Recipe, coverage: bool = False,
+                counted: dict | None = None) -> SplitSizes:
     """The recipe's splits as its run would load them: counted in the dataset when it is on
     this machine, else the paper's sizes; then `val_into_train`, the limits and the coverage
     resampling (`coverage`: a coverage run whose hard classes are not chosen yet) applied as
-    vipnb.data.sources.load_run_data applies them."""
-    sizes = _dataset_sizes(recipe) or _paper_sizes(recipe)
+    vipnb.data.sources.load_run_data applies them. `counted`: the datasets already counted,
+    by root, kept across calls (one plan lists each dataset once, not once per run)."""
+    sizes = _dataset_sizes(recipe, {} if counted is None else counted) or _paper_sizes(recipe)
     train, val, test = dict(sizes.train), dict(sizes.val), dict(sizes.test)
     if recipe.val_into_train:  # vipnb.data.val_into_train: every class keeps one val image
         for c, n in val.items():
@@ -201,7 +203,7 @@ def _counts(labels) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
-def _dataset_sizes(recipe: Recipe) -> SplitSizes | None:
+def _dataset_sizes(recipe: Recipe, counted: dict) -> SplitSizes | None:
     """The splits counted on disk (file lists only, nothing decoded); None when the data is
     not on this machine. A built-in dataset is built on first use, as training would."""
     from vipnb.data.registry import dataset_entry
@@ -213,11 +215,18 @@ def _dataset_sizes(recipe: Recipe) -> SplitSizes | None:
         return None
     if not Path(root).is_dir():
         return None
-    if entry.boxes:
+    key = (str(root), tuple(recipe.class_subset) if entry.boxes else ())
+    if key not in counted:
+        counted[key] = _count_on_disk(root, entry.boxes, recipe.class_subset)
+    return counted[key]
+
+
+def _count_on_disk(root, boxes: bool, class_subset) -> SplitSizes:
+    if boxes:
         from vipnb.data.cub import read_cub
 
         index = read_cub(root, check_images=False)
-        subset = list(recipe.class_subset) or list(range(len(index.classes)))
+        subset = list(class_subset) or list(range(len(index.classes)))
         split = {s: [c for c in index.split(s).labels.tolist() if c in subset]
                  for s in ("train", "test")}
         return SplitSizes(_counts(split["train"]), {}, _counts(split["test"]), "dataset")
@@ -579,6 +588,7 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
     device = device or device_kind()
     planned: dict[str, PlannedRun] = {}
     reused: set[str] = set()
+    counted: dict = {}  # split_sizes: each dataset listed once
 
     def visit(recipe: Recipe, needed_for: str) -> None:
         name = recipe.run_name
@@ -590,7 +600,7 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
         for key in DEPENDENCY_KEYS:
             if getattr(recipe, key):
                 visit(recipe.dependency(key), f"{key} of {recipe.name}")
-        planned[name] = _planned(recipe, measured, reported, device, needed_for)
+        planned[name] = _planned(recipe, measured, reported, device, counted, needed_for)
 
     for name in wanted.recipes:
         for seed in seeds:
@@ -602,7 +612,7 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
             if any(RunDir(path).finished for path in runs_root.glob(f"{prefix}*")):
                 reused.add(prefix)
                 continue
-            planned[prefix] = _planned(recipe, measured, reported, device, "",
+            planned[prefix] = _planned(recipe, measured, reported, device, counted, "",
                                        "hard classes chosen while the notebook runs",
                                        coverage=True)
     return Plan(stem, profile, tuple(seeds), tuple(planned.values()), len(reused), device,
@@ -610,8 +620,9 @@ def plan_notebook(notebook: str, profile: str, seeds: Sequence[int], runs_root: 
 
 
 def _planned(recipe: Recipe, measured: dict, reported: ReportedTimes | None, device: str,
-             needed_for: str, note: str = "", coverage: bool = False) -> PlannedRun:
-    sizes = split_sizes(recipe, coverage)
+             counted: dict, needed_for: str, note: str = "",
+             coverage: bool = False) -> PlannedRun:
+    sizes = split_sizes(recipe, coverage, counted)
     train, val, test = (sum(s.values()) for s in (sizes.train, sizes.val, sizes.test))
     validations = sum(map(recipe.validates_after, range(1, recipe.total_epochs + 1)))
     if recipe.stage == "moco":  # kNN on features of the train split and the scored split
