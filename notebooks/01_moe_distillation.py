@@ -155,12 +155,10 @@ print(f"positive-class loss, p = (.5, .5), label 0: "
 # seeds 0–1; the figures are in `moe_rs50.yaml` and the RegNetY/EfficientNet recipes):
 # - *Epochs*: 60 for the ResNeSt rows (120 for the 720-epoch rows): val top-1 of RS-SD-50
 #   rose from 78.0 % at 40 epochs to 80.2 % at 60 and stayed within a seed's spread at 80.
-#   The EfficientNet rows train 60 too (40 → 60 gained 2.4–5.9 points) and the RegNetY rows
-#   40: **neither is converged**. Measured since (val top-1, seeds 0–2): b4 73.1 / 75.9 /
-#   78.5 / 79.8 % at 60 / 120 / 240 / 480 epochs, RegNetY-080 74.0 / 76.1 / 80.2 / 81.7 % at
-#   40 / 80 / 160 / 320; at 4× the epochs every row of Tables 2 and 3 gained 4.6–10.1 points
-#   of test top-1. Until this notebook is rerun with those schedules (about 3.5 h on two
-#   cores; the README says where), Tables 2 and 3 compare under-trained networks.
+#   The EfficientNet rows train 240 (b4's val top-1 at 60 / 120 / 240 / 480 epochs: 73.1 /
+#   75.9 / 78.5 / 79.8 %), the RegNetY rows 160 (RegNetY-080's at 40 / 80 / 160 / 320: 74.0 /
+#   76.1 / 80.2 / 81.7 %; seeds 0–2): the last doubling gained about one seed's spread for
+#   twice the time.
 # - *EfficientNets without dropout, 5 warm-up epochs*: with the ResNeSt rows' dropout 0.2 and
 #   2-epoch warm-up they learned unstably (V2-m: 25.0 / 57.4 % val on seeds 0 / 1); without,
 #   b5 rose from 60.4 to 65.6 % and V2-m from 41.2 to 59.6 % (mean of two seeds, 40 epochs).
