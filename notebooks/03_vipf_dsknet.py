@@ -206,8 +206,10 @@ print("centre of class 0 after one step:", centre.centers[0].tolist())
 #   Table 2, 90 for Table 3, 15 for Table 4). For the ResNeXt and DSK-ResNeXt rows **that
 #   is not converged**: measured since (val top-1, seeds 0–2, `vipf_resnext50.yaml`),
 #   ResNeXt 73.9 / 76.9 / 78.3 / 79.1 % at 60 / 120 / 180 / 240 epochs, DSK-ResNeXt
-#   71.7 / 74.7 / 77.9 / 78.5 %. Until this notebook is rerun with three times the epochs
-#   (the README says where), Tables 1, 3, 4 and 5 compare under-trained networks;
+#   71.7 / 74.7 / 77.9 / 78.5 %. Nor are Table 2's rows (`vipf_resnest101.yaml`):
+#   ResNeSt 79.5 / 82.7 / 83.3 % at 120 / 240 / 360, EfficientNet-b5 73.3 / 75.8 / 77.1 /
+#   77.5 % at 120 / 240 / 360 / 480. Until this notebook is rerun at half the paper's
+#   epochs (the README says where), its tables compare under-trained networks;
 # - **crops** of 35–100 % of the image instead of 8–100 % (+3.4 points of val top-1 at
 #   60 epochs), with a 2-epoch warm-up;
 # - the **EfficientNet** stand-ins without CutMix and dropout, with a 5-epoch warm-up: with
