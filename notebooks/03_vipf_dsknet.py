@@ -209,7 +209,7 @@ print("centre of class 0 after one step:", centre.centers[0].tolist())
 #   71.7 / 74.7 / 77.9 / 78.5 %. Nor are Table 2's rows (`vipf_resnest101.yaml`):
 #   ResNeSt 79.5 / 82.7 / 83.3 % at 120 / 240 / 360, EfficientNet-b5 73.3 / 75.8 / 77.1 /
 #   77.5 % at 120 / 240 / 360 / 480. Until this notebook is rerun at half the paper's
-#   epochs (the README says where), its tables compare under-trained networks;
+#   epochs (the README says what that takes), its tables compare under-trained networks;
 # - **crops** of 35–100 % of the image instead of 8–100 % (+3.4 points of val top-1 at
 #   60 epochs), with a 2-epoch warm-up;
 # - the **EfficientNet** stand-ins without CutMix and dropout, with a 5-epoch warm-up: with
